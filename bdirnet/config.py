@@ -1,0 +1,269 @@
+"""Typed configuration: one frozen dataclass per ``params.yaml`` section.
+
+Every section is loaded strictly: a key that is unknown or missing, or a value of the wrong type, fails at
+load time with the file, the dotted key and what was expected.
+
+Example:
+    >>> from bdirnet.config import load_params
+    >>> model_config = load_params("model", "params.yaml")  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, TypeVar, Union, get_args, get_origin
+
+import yaml
+
+ConfigT = TypeVar("ConfigT")
+
+
+class ConfigError(ValueError):
+    """A params file or section that does not match its dataclass."""
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Architecture of BDIRNet (``model`` section).
+
+    Attributes:
+        width_channels: channels C of the first level; level ``l`` has ``C * 2**l``.
+        levels: number of encoder levels L; the input is padded to a multiple of ``2**levels``.
+        encoder_blocks: residual blocks per encoder level (and in the bottleneck).
+        decoder_blocks: residual blocks per decoder level.
+        said: statistical anti-interference distilling after every encoder level.
+        sair: statistical anti-interference reconstruction in every decoder level.
+        global_residual: ``restored = blurred + D(E(blurred))``; off for BDIRNet (see DESIGN.md §1).
+    """
+
+    width_channels: int = 16
+    levels: int = 3
+    encoder_blocks: int = 1
+    decoder_blocks: int = 1
+    said: bool = True
+    sair: bool = True
+    global_residual: bool = False
+
+    def __post_init__(self) -> None:
+        if self.width_channels < 6 or self.width_channels % 2:
+            # SAID/SAIR split channels in halves, and the RGB pass-through init needs 3 kept channels.
+            raise ConfigError(f"model.width_channels must be an even integer >= 6, got {self.width_channels}")
+        if not 1 <= self.levels <= 6:
+            raise ConfigError(f"model.levels must be in 1..6, got {self.levels}")
+        if self.encoder_blocks < 0 or self.decoder_blocks < 0:
+            raise ConfigError("model.encoder_blocks and model.decoder_blocks must be >= 0")
+
+    @classmethod
+    def transfer_baseline(cls, base: ModelConfig | None = None) -> ModelConfig:
+        """The paper's foil: the same encoder-decoder with SAID, SAIR and the global residual off.
+
+        Train it with ``latent_weight: 0`` and ``autoencode_weight: 0``. For the residual form of the foil use
+        ``dataclasses.replace(ModelConfig.transfer_baseline(), global_residual=True)``.
+        """
+        return dataclasses.replace(base or cls(), said=False, sair=False, global_residual=False)
+
+
+LatentLoss = Literal["ema_cosine", "infonce"]
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    """Weights and form of the training objective (``train.loss``).
+
+    ``L = Charbonnier(D(E(b)), s) + autoencode_weight * Charbonnier(D(E(s)), s)
+    + warmup * latent_weight * L_lat + fft_weight * FFT-L1``.
+    """
+
+    autoencode_weight: float = 0.1
+    latent_weight: float = 0.1
+    latent_loss: LatentLoss = "ema_cosine"
+    latent_warmup_steps: int = 200
+    ema_momentum: float = 0.99
+    infonce_temperature: float = 0.1
+    fft_weight: float = 0.0
+    charbonnier_eps: float = 1e-3
+
+    def __post_init__(self) -> None:
+        for name in ("autoencode_weight", "latent_weight", "fft_weight"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"train.loss.{name} must be >= 0, got {getattr(self, name)}")
+        if not 0.0 <= self.ema_momentum < 1.0:
+            raise ConfigError(f"train.loss.ema_momentum must be in [0, 1), got {self.ema_momentum}")
+        if self.latent_warmup_steps < 0:
+            raise ConfigError("train.loss.latent_warmup_steps must be >= 0")
+
+
+@dataclass(frozen=True)
+class DegradeConfig:
+    """The blur zoo as the study uses it (``degrade`` section)."""
+
+    train_families: tuple[str, ...] = ("motion", "gaussian")
+    held_out_families: tuple[str, ...] = ("shake", "defocus", "nonuniform")
+    noise_sigma_max: float = 0.01
+    jpeg_quality_min: int = 0
+
+    def __post_init__(self) -> None:
+        from bdirnet.degrade import FAMILIES
+
+        for name in (*self.train_families, *self.held_out_families):
+            if name not in FAMILIES:
+                raise ConfigError(f"degrade: unknown blur family {name!r}; expected one of {FAMILIES}")
+        overlap = set(self.train_families) & set(self.held_out_families)
+        if overlap:
+            raise ConfigError(f"degrade: families both trained on and held out: {sorted(overlap)}")
+        if not 0.0 <= self.noise_sigma_max <= 0.2:
+            raise ConfigError(f"degrade.noise_sigma_max must be in [0, 0.2], got {self.noise_sigma_max}")
+        if not (self.jpeg_quality_min == 0 or 1 <= self.jpeg_quality_min <= 100):
+            raise ConfigError("degrade.jpeg_quality_min must be 0 (no JPEG) or in 1..100")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation (``train`` section)."""
+
+    seed: int = 0
+    batch_size: int = 8
+    patch_px: int = 96
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    max_steps: int = 1000
+    grad_clip_norm: float = 1.0
+    bf16_autocast: bool = True
+    loss: LossConfig = field(default_factory=LossConfig)
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1 or self.patch_px < 8 or self.max_steps < 1:
+            raise ConfigError("train.batch_size >= 1, train.patch_px >= 8 and train.max_steps >= 1 are required")
+        if self.lr <= 0:
+            raise ConfigError(f"train.lr must be > 0, got {self.lr}")
+
+
+SECTIONS: dict[str, type[Any]] = {
+    "model": ModelConfig,
+    "degrade": DegradeConfig,
+    "train": TrainConfig,
+}
+
+
+def from_mapping(cls: type[ConfigT], data: object, where: str) -> ConfigT:
+    """Build dataclass ``cls`` from ``data``, failing on unknown/missing keys and wrong types.
+
+    Args:
+        cls: a dataclass type.
+        data: the parsed YAML value of the section.
+        where: a location for messages, e.g. ``"params.yaml: train"``.
+    """
+    if not dataclasses.is_dataclass(cls):
+        raise TypeError(f"{cls!r} is not a dataclass")
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{where}: expected a mapping of keys, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls) if f.init]
+    unknown = sorted(set(map(str, data)) - set(names))
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {unknown}; expected keys are {names}")
+    missing = [name for name in names if name not in data]
+    if missing:
+        raise ConfigError(f"{where}: missing key(s) {missing}")
+    values = {name: _coerce(hints[name], data[name], f"{where}.{name}") for name in names}
+    try:
+        return cls(**values)
+    except ConfigError as error:
+        raise ConfigError(f"{where}: {error}") from None
+
+
+def _coerce(hint: Any, value: object, where: str) -> Any:
+    origin = get_origin(hint)
+    if dataclasses.is_dataclass(hint) and isinstance(hint, type):
+        return from_mapping(hint, value, where)
+    if origin is Literal:
+        allowed = get_args(hint)
+        if value not in allowed:
+            raise ConfigError(f"{where}: {value!r} is not one of {list(allowed)}")
+        return value
+    if origin in (Union, types.UnionType):
+        for option in get_args(hint):
+            if option is type(None) and value is None:
+                return None
+        options = [a for a in get_args(hint) if a is not type(None)]
+        if len(options) == 1:
+            return _coerce(options[0], value, where)
+        raise ConfigError(f"{where}: unsupported union type {hint}")
+    if origin is tuple:
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        item_type = get_args(hint)[0]
+        return tuple(_coerce(item_type, item, f"{where}[{i}]") for i, item in enumerate(value))
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true or false, got {value!r}")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: expected a string, got {value!r}")
+        return value
+    raise ConfigError(f"{where}: unsupported type {hint}")
+
+
+def read_params_file(path: str | Path) -> dict[str, Any]:
+    """Parse a params YAML file into a mapping of sections, with the file named in every error."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as error:
+        raise ConfigError(f"{path}: cannot read params file ({error.strerror})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path}: not valid YAML: {error}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections at the top level")
+    return data
+
+
+def load_params(section: str, path: str | Path = "params.yaml") -> Any:
+    """Load one section of a params file into its frozen dataclass.
+
+    Args:
+        section: a key of :data:`SECTIONS`, e.g. ``"train"``.
+        path: the params YAML file.
+
+    Raises:
+        ConfigError: naming the file and the key when the section is missing, has unknown or missing keys, or
+            holds a value of the wrong type.
+    """
+    if section not in SECTIONS:
+        raise ConfigError(f"unknown params section {section!r}; known sections are {sorted(SECTIONS)}")
+    data = read_params_file(path)
+    if section not in data:
+        raise ConfigError(f"{path}: missing section {section!r}")
+    return from_mapping(SECTIONS[section], data[section], f"{path}: {section}")
+
+
+def to_dict(config: object) -> dict[str, Any]:
+    """A dataclass as plain nested data (tuples become lists), for logging and YAML."""
+    if not dataclasses.is_dataclass(config) or isinstance(config, type):
+        raise TypeError(f"{config!r} is not a dataclass instance")
+
+    def plain(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: plain(v) for k, v in value.items()}
+        if isinstance(value, tuple | list):
+            return [plain(v) for v in value]
+        return value
+
+    result: dict[str, Any] = plain(dataclasses.asdict(config))
+    return result

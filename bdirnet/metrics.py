@@ -1,0 +1,88 @@
+"""Per-image PSNR and SSIM on RGB images in [0, 1] (deblurring convention: RGB, no border crop).
+
+Both return one value per image, shape ``(N,)``; average them yourself (``kornia.metrics.psnr`` averages the
+MSE over the whole batch, which is not a per-image mean). SSIM follows Wang et al. 2004 as
+``skimage.metrics.structural_similarity(gaussian_weights=True, sigma=1.5, use_sample_covariance=False,
+data_range=1, channel_axis=-1)`` computes it: an 11×11 Gaussian window (sigma 1.5), K1 = 0.01, K2 = 0.03,
+the SSIM map averaged over the positions where the window fits, then over channels.
+
+Example:
+    >>> import torch
+    >>> sharp = torch.rand(2, 3, 32, 32)
+    >>> psnr(sharp.clamp(0.1, 0.9), sharp).shape
+    torch.Size([2])
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+SSIM_WINDOW_PX = 11
+SSIM_SIGMA_PX = 1.5
+SSIM_K1 = 0.01
+SSIM_K2 = 0.03
+
+
+def _check_pair(restored: Tensor, sharp: Tensor, where: str) -> None:
+    if restored.shape != sharp.shape:
+        raise ValueError(f"{where}: restored {tuple(restored.shape)} and sharp {tuple(sharp.shape)} differ in shape")
+    if restored.ndim != 4:
+        raise ValueError(f"{where}: expected (N, C, H, W) batches, got {tuple(restored.shape)}")
+
+
+def psnr(restored: Tensor, sharp: Tensor, data_range: float = 1.0) -> Tensor:
+    """Peak signal-to-noise ratio in dB, one value per image.
+
+    Args:
+        restored: :math:`(N, C, H, W)`, values in ``[0, data_range]``.
+        sharp: the reference, same shape.
+        data_range: the peak value (1 for [0, 1] images).
+
+    Returns:
+        :math:`(N,)` float64 tensor; ``inf`` where the images are identical.
+    """
+    _check_pair(restored, sharp, "psnr")
+    mse = (restored.double() - sharp.double()).pow(2).flatten(1).mean(dim=1)
+    return 10.0 * torch.log10(data_range**2 / mse)
+
+
+def _gaussian_window(device: torch.device) -> Tensor:
+    radius = SSIM_WINDOW_PX // 2
+    x = torch.arange(-radius, radius + 1, dtype=torch.float64, device=device)
+    window = torch.exp(-(x**2) / (2 * SSIM_SIGMA_PX**2))
+    return window / window.sum()
+
+
+def ssim(restored: Tensor, sharp: Tensor, data_range: float = 1.0) -> Tensor:
+    """Structural similarity, one value per image (mean over channels and valid window positions).
+
+    Args:
+        restored: :math:`(N, C, H, W)` with H, W >= 11, values in ``[0, data_range]``.
+        sharp: the reference, same shape.
+        data_range: the peak value (1 for [0, 1] images).
+
+    Returns:
+        :math:`(N,)` float64 tensor.
+    """
+    _check_pair(restored, sharp, "ssim")
+    n, c, h, w = restored.shape
+    if h < SSIM_WINDOW_PX or w < SSIM_WINDOW_PX:
+        raise ValueError(f"ssim: images must be at least {SSIM_WINDOW_PX}×{SSIM_WINDOW_PX}, got {h}×{w}")
+    x = restored.double().reshape(n * c, 1, h, w)
+    y = sharp.double().reshape(n * c, 1, h, w)
+    window = _gaussian_window(x.device)
+    row, col = window.view(1, 1, 1, -1), window.view(1, 1, -1, 1)
+
+    def blur(image: Tensor) -> Tensor:
+        return F.conv2d(F.conv2d(image, row), col)  # "valid": only positions where the window fits
+
+    mu_x, mu_y = blur(x), blur(y)
+    var_x = blur(x * x) - mu_x**2
+    var_y = blur(y * y) - mu_y**2
+    cov_xy = blur(x * y) - mu_x * mu_y
+    c1 = (SSIM_K1 * data_range) ** 2
+    c2 = (SSIM_K2 * data_range) ** 2
+    ssim_map = ((2 * mu_x * mu_y + c1) * (2 * cov_xy + c2)) / ((mu_x**2 + mu_y**2 + c1) * (var_x + var_y + c2))
+    return ssim_map.reshape(n, c, -1).mean(dim=(1, 2))

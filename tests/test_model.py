@@ -1,0 +1,164 @@
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from bdirnet import BDIRNet, ModelConfig
+from bdirnet.config import LossConfig
+from bdirnet.losses import BDIRNetObjective
+from bdirnet.model import SAID, SAIR, count_parameters, forward_flops, instance_stats
+
+TINY = ModelConfig(width_channels=8, levels=2)
+
+
+class TestBDIRNet:
+    @pytest.mark.parametrize("shape", [(1, 3, 67, 91), (2, 3, 32, 48), (3, 3, 5, 7), (1, 3, 1, 1)])
+    def test_any_size_and_range(self, shape: tuple[int, int, int, int]) -> None:
+        model = BDIRNet(TINY).eval()
+        image = torch.rand(shape)
+        with torch.no_grad():
+            restored = model(image)
+        assert restored.shape == image.shape
+        assert float(restored.min()) >= 0.0 and float(restored.max()) <= 1.0
+
+    @pytest.mark.parametrize("levels", [1, 3])
+    @pytest.mark.parametrize("blocks", [0, 2])
+    def test_configurable(self, levels: int, blocks: int) -> None:
+        config = ModelConfig(width_channels=6, levels=levels, encoder_blocks=blocks, decoder_blocks=blocks)
+        model = BDIRNet(config)
+        latents = model.encode(torch.rand(2, 3, 32, 32))
+        assert len(latents.skips) == levels
+        assert latents.bottleneck.shape == (2, 6 * 2**levels, 32 // 2**levels, 32 // 2**levels)
+        assert model(torch.rand(1, 3, 33, 35)).shape == (1, 3, 33, 35)
+
+    def test_padding_is_cropped_back(self) -> None:
+        model = BDIRNet(TINY).eval()
+        image = torch.rand(1, 3, 30, 30)  # padded to 32: reflect
+        with torch.no_grad():
+            padded = torch.nn.functional.pad(image, (0, 2, 0, 2), mode="reflect")
+            expected = model(padded)[..., :30, :30]
+            assert torch.allclose(model(image), expected, atol=1e-6)
+
+    def test_forward_train(self) -> None:
+        model = BDIRNet(TINY)
+        blurred, sharp = torch.rand(2, 3, 32, 32), torch.rand(2, 3, 32, 32)
+        outputs = model.forward_train(blurred, sharp)
+        assert outputs.restored_from_blurred.shape == blurred.shape
+        assert outputs.restored_from_sharp is not None and outputs.latents_sharp is not None
+        assert [f.shape[1] for f in outputs.latents_blurred.levels()] == [8, 16, 32]
+        # The stacked pass equals two separate passes (all normalisation is per sample).
+        alone = model.decode(model.encode(sharp), sharp)
+        assert torch.allclose(outputs.restored_from_sharp, alone, atol=1e-5)
+        only_blurred = model.forward_train(blurred, None)
+        assert only_blurred.restored_from_sharp is None and only_blurred.latents_sharp is None
+        assert torch.allclose(only_blurred.restored_from_blurred, outputs.restored_from_blurred, atol=1e-5)
+        # Same through __call__ (what DDP sees).
+        via_call = model(blurred, sharp, train=True)
+        assert torch.allclose(via_call.restored_from_blurred, outputs.restored_from_blurred)
+
+    def test_forward_train_rejects_unpadded_patches(self) -> None:
+        with pytest.raises(ValueError, match="multiples of 4"):
+            BDIRNet(TINY).forward_train(torch.rand(1, 3, 30, 32), None)
+
+    def test_bad_input_named(self) -> None:
+        with pytest.raises(ValueError, match=r"expected images of shape \(N, 3, H, W\), got \(1, 1, 8, 8\)"):
+            BDIRNet(TINY)(torch.rand(1, 1, 8, 8))
+
+    def test_no_global_residual_by_default(self) -> None:
+        """BDIRNet reconstructs from the latent: zeroing RecNet's output layer gives 0, not the input."""
+        model = BDIRNet(TINY).eval()
+        torch.nn.init.zeros_(model.decoder.to_rgb.weight)
+        torch.nn.init.zeros_(model.decoder.to_rgb.bias)
+        image = torch.rand(1, 3, 16, 16)
+        assert torch.equal(model(image), torch.zeros_like(image))
+        residual = BDIRNet(dataclasses.replace(TINY, global_residual=True)).eval()
+        residual.load_state_dict(model.state_dict())
+        assert torch.allclose(residual(image), image)
+
+    @pytest.mark.parametrize("width", [8, 16, 32])
+    def test_transfer_baseline_parameter_parity(self, width: int) -> None:
+        config = ModelConfig(width_channels=width)
+        full = count_parameters(BDIRNet(config))
+        baseline = count_parameters(BDIRNet(ModelConfig.transfer_baseline(config)))
+        assert abs(full - baseline) / full < 0.05
+
+    def test_parameters_are_the_inference_network(self) -> None:
+        """Training-only modules (EMA target, predictors) live in the objective, not in the model."""
+        model = BDIRNet(TINY)
+        before = {name for name, _ in model.named_parameters()}
+        objective = BDIRNetObjective(model, LossConfig())
+        assert {name for name, _ in model.named_parameters()} == before
+        assert not any("target" in name or ("predict" in name and "reinject" not in name) for name in before)
+        assert count_parameters(objective) > 0
+        # Every model parameter gets a gradient from model(blurred) (no dead parameters; DDP needs that).
+        model(torch.rand(1, 3, 16, 16)).mean().backward()
+        assert all(p.grad is not None for p in model.parameters())
+
+    def test_flops_and_parameters_reported(self) -> None:
+        model = BDIRNet(ModelConfig())
+        assert 100_000 < count_parameters(model) < 5_000_000
+        assert forward_flops(model, 64, 64) * 4 == pytest.approx(forward_flops(model, 128, 128), rel=0.01)
+
+
+class TestSAID:
+    def test_strips_blur_dependent_statistics(self, astronaut: torch.Tensor) -> None:
+        from bdirnet.degrade import degrade
+
+        sharp = astronaut[..., 100:228, 150:278]
+        blurred, _ = degrade(sharp, "defocus", seed=0, noise_sigma_max=0.0)
+        # Realistic input features: a bank of edge and colour filters (a stem conv) on both images.
+        stem = torch.nn.Conv2d(3, 16, 3, padding=1)
+        said = SAID(16)
+        with torch.no_grad():
+            features_sharp, features_blurred = stem(sharp), stem(blurred)
+            said_sharp, said_blurred = said(features_sharp), said(features_blurred)
+
+        def stats_gap(a: torch.Tensor, b: torch.Tensor) -> float:
+            (mean_a, std_a), (mean_b, std_b) = instance_stats(a), instance_stats(b)
+            return float(((mean_a - mean_b).abs() + (std_a - std_b).abs()).sum())
+
+        assert stats_gap(said_sharp, said_blurred) < 0.75 * stats_gap(features_sharp, features_blurred)
+
+    def test_off_is_plain_conv(self) -> None:
+        said = SAID(8, enabled=False)
+        x = torch.rand(2, 8, 5, 5)
+        assert torch.allclose(said(x), said.mix(x))
+
+    def test_gradcheck(self) -> None:
+        said = SAID(4).double()
+        x = torch.rand(1, 4, 5, 5, dtype=torch.float64, requires_grad=True)
+        assert torch.autograd.gradcheck(said, (x,))
+
+    def test_odd_channels_rejected(self) -> None:
+        with pytest.raises(ValueError, match="even channel count, got 5"):
+            SAID(5)
+
+
+class TestSAIR:
+    def test_reinjects_bottleneck_statistics(self) -> None:
+        sair = SAIR(8, bottleneck_channels=16)
+        torch.nn.init.normal_(sair.predict.weight)
+        x = torch.rand(2, 8, 6, 6)
+        z = torch.rand(2, 16, 3, 3)
+        # The output follows the bottleneck's statistics ...
+        assert not torch.allclose(sair(x, z), sair(x, 3 * z))
+        # ... and not the modulated half's own statistics, which are normalised away (W starts as identity).
+        rescaled = x.clone()
+        rescaled[:, :4] = 5.0 * rescaled[:, :4] + 1.0
+        assert torch.allclose(sair(x, z)[:, :4], sair(rescaled, z)[:, :4], atol=1e-3)
+        assert torch.equal(sair(x, z)[:, 4:], x[:, 4:])
+
+    def test_off_keeps_no_bottleneck_path(self) -> None:
+        sair = SAIR(8, bottleneck_channels=16, enabled=False)
+        torch.nn.init.normal_(sair.predict.weight)
+        x = torch.rand(2, 8, 6, 6)
+        assert torch.equal(sair(x, torch.rand(2, 16, 3, 3)), sair(x, torch.rand(2, 16, 3, 3)))
+
+    def test_gradcheck(self) -> None:
+        sair = SAIR(4, bottleneck_channels=8).double()
+        torch.nn.init.normal_(sair.predict.weight)
+        x = torch.rand(1, 4, 4, 4, dtype=torch.float64, requires_grad=True)
+        z = torch.rand(1, 8, 2, 2, dtype=torch.float64, requires_grad=True)
+        assert torch.autograd.gradcheck(sair, (x, z))
