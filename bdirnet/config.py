@@ -124,26 +124,91 @@ class DegradeConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Optimisation (``train`` section)."""
+    """Optimisation and the Ray Train job (``train`` section); patch size comes from the pairs."""
 
+    run_name: str = "bdirnet"
     seed: int = 0
+    num_workers: int = 2
+    use_gpu: bool = False
     batch_size: int = 8
-    patch_px: int = 96
-    lr: float = 1e-3
+    lr: float = 2e-3
     weight_decay: float = 1e-4
-    max_steps: int = 1000
+    max_epochs: int = 4
     grad_clip_norm: float = 1.0
     bf16_autocast: bool = True
+    channels_last: bool = True
     loss: LossConfig = field(default_factory=LossConfig)
 
     def __post_init__(self) -> None:
-        if self.batch_size < 1 or self.patch_px < 8 or self.max_steps < 1:
-            raise ConfigError("train.batch_size >= 1, train.patch_px >= 8 and train.max_steps >= 1 are required")
+        if self.batch_size < 1 or self.max_epochs < 1 or self.num_workers < 1:
+            raise ConfigError("train.batch_size, train.max_epochs and train.num_workers must be >= 1")
         if self.lr <= 0:
             raise ConfigError(f"train.lr must be > 0, got {self.lr}")
+        if not self.run_name.replace("-", "").replace("_", "").isalnum():
+            raise ConfigError(f"train.run_name must be letters, digits, - or _, got {self.run_name!r}")
+
+
+@dataclass(frozen=True)
+class IngestConfig:
+    """Which raw dataset to ingest and what a usable photo is (``ingest`` section)."""
+
+    dataset: str = "skimage"
+    min_side_px: int = 128
+    max_pixels: int = 40_000_000
+    val_percent: int = 15
+    test_percent: int = 25
+    split_salt: str = "255:"
+
+    def __post_init__(self) -> None:
+        if not self.dataset or "/" in self.dataset:
+            raise ConfigError(f"ingest.dataset must be a folder name under data/raw/, got {self.dataset!r}")
+        if self.val_percent < 0 or self.test_percent < 0 or self.val_percent + self.test_percent >= 100:
+            raise ConfigError("ingest.val_percent and ingest.test_percent must be >= 0 and sum to < 100")
+
+
+@dataclass(frozen=True)
+class PairsConfig:
+    """Blurred-pair synthesis (``pairs`` section); families and noise come from the ``degrade`` section."""
+
+    seed: int = 0
+    patch_px: int = 96
+    train_patches_per_image: int = 256
+    val_patches_per_image: int = 16
+    test_crop_px: int = 256
+    test_crops_per_side: int = 2
+    batch_rows: int = 64
+    num_actors: int = 2
+
+    def __post_init__(self) -> None:
+        if self.patch_px < 16 or self.patch_px % 16:
+            raise ConfigError(f"pairs.patch_px must be a multiple of 16 (>= 16), got {self.patch_px}")
+        if self.test_crop_px < 16 or self.test_crop_px % 16:
+            raise ConfigError(f"pairs.test_crop_px must be a multiple of 16 (>= 16), got {self.test_crop_px}")
+        if min(self.train_patches_per_image, self.val_patches_per_image, self.test_crops_per_side) < 1:
+            raise ConfigError("pairs: patches/crops per image must be >= 1")
+        if self.batch_rows < 1 or self.num_actors < 1:
+            raise ConfigError("pairs.batch_rows and pairs.num_actors must be >= 1")
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    """Promotion gate (``evaluate`` section): ``champion`` moves to the challenger only when its held-out mean
+    PSNR beats the champion's by more than ``min_held_out_gain_db`` and its in-family mean is not worse by
+    more than ``max_in_family_drop_db`` (both measured on the same test pairs)."""
+
+    min_held_out_gain_db: float = 0.0
+    max_in_family_drop_db: float = 0.2
+    images_per_family: int = 1
+
+    def __post_init__(self) -> None:
+        if self.max_in_family_drop_db < 0 or self.images_per_family < 0:
+            raise ConfigError("evaluate.max_in_family_drop_db and evaluate.images_per_family must be >= 0")
 
 
 SECTIONS: dict[str, type[Any]] = {
+    "evaluate": EvaluateConfig,
+    "ingest": IngestConfig,
+    "pairs": PairsConfig,
     "model": ModelConfig,
     "degrade": DegradeConfig,
     "train": TrainConfig,

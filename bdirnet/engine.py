@@ -18,17 +18,17 @@ from bdirnet.model import BDIRNet
 
 
 def build_optimizer(
-    model: nn.Module, objective: BDIRNetObjective, config: TrainConfig
+    model: nn.Module, objective: BDIRNetObjective, config: TrainConfig, total_steps: int
 ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
-    """AdamW over the model and the objective's heads, with linear warm-up then cosine decay to 5% of lr."""
+    """AdamW over the model and the objective's heads, linear warm-up then cosine decay to 5% of lr."""
     parameters = [p for p in (*model.parameters(), *objective.parameters()) if p.requires_grad]
     optimizer = torch.optim.AdamW(parameters, lr=config.lr, weight_decay=config.weight_decay, betas=(0.9, 0.99))
-    warmup = max(1, min(100, config.max_steps // 20))
+    warmup = max(1, min(100, total_steps // 20))
 
     def factor(step: int) -> float:
         if step < warmup:
             return (step + 1) / warmup
-        progress = min(1.0, (step - warmup) / max(1, config.max_steps - warmup))
+        progress = min(1.0, (step - warmup) / max(1, total_steps - warmup))
         return 0.05 + 0.95 * 0.5 * (1.0 + math.cos(math.pi * progress))
 
     return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
@@ -75,9 +75,23 @@ def train_step(
         result = objective(outputs, sharp, step)
     optimizer.zero_grad(set_to_none=True)
     result.total.backward()
+    _average_objective_gradients(objective)
     if grad_clip_norm > 0:
         parameters = [p for group in optimizer.param_groups for p in group["params"]]
         result.parts["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(parameters, grad_clip_norm))
     optimizer.step()
     objective.update_target(network)
     return result
+
+
+def _average_objective_gradients(objective: BDIRNetObjective) -> None:
+    """DDP averages the model's gradients; the objective's heads (predictors, projection) are averaged here."""
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return
+    world_size = torch.distributed.get_world_size()
+    if world_size == 1:
+        return
+    for parameter in objective.parameters():
+        if parameter.grad is not None:
+            torch.distributed.all_reduce(parameter.grad)
+            parameter.grad /= world_size

@@ -33,8 +33,8 @@ def train_samples_per_second(
     torch.manual_seed(0)
     model = BDIRNet(model_config)
     objective = BDIRNetObjective(model, loss)
-    config = TrainConfig(batch_size=8, patch_px=patch, max_steps=steps + 2, loss=loss)
-    optimizer, _ = build_optimizer(model, objective, config)
+    config = TrainConfig(batch_size=8, loss=loss)
+    optimizer, _ = build_optimizer(model, objective, config, total_steps=steps + 2)
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     model = model.to(memory_format=memory_format)
     sharp = torch.rand(8, 3, patch, patch).contiguous(memory_format=memory_format)

@@ -5,3 +5,5 @@ export DO_NOT_TRACK=1
 export DVC_NO_ANALYTICS=1
 export RAY_USAGE_STATS_ENABLED=0
 export PYTHONHASHSEED=0
+# The project's venv first, so `dvc repro` runs the stage scripts with it.
+export PATH="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/.venv/bin:$PATH"

@@ -16,17 +16,16 @@ from bdirnet.metrics import psnr
 
 
 def train_on_photo(
-    image: torch.Tensor, model_config: ModelConfig, config: TrainConfig, family: str
+    image: torch.Tensor, model_config: ModelConfig, config: TrainConfig, family: str, patch: int, steps: int
 ) -> tuple[BDIRNet, list[float]]:
     """Train on random patches of the top 3/4 of ``image``; returns the model and the feature RMS per step."""
     model = BDIRNet(model_config)
     objective = BDIRNetObjective(model, config.loss)
-    optimizer, scheduler = build_optimizer(model, objective, config)
+    optimizer, scheduler = build_optimizer(model, objective, config, total_steps=steps)
     rng = np.random.default_rng(config.seed)
     top = int(image.shape[-2] * 0.75)
-    patch = config.patch_px
     feature_rms = []
-    for step in range(config.max_steps):
+    for step in range(steps):
         ys = rng.integers(0, top - patch, config.batch_size)
         xs = rng.integers(0, image.shape[-1] - patch, config.batch_size)
         sharp = torch.stack([image[:, y : y + patch, x : x + patch] for y, x in zip(ys, xs, strict=True)])
@@ -57,9 +56,8 @@ def assert_bounded(feature_rms: list[float]) -> None:
 def test_bdirnet_learns_gaussian_deblurring(astronaut: torch.Tensor) -> None:
     """300 steps of the full objective (EMA latent comparison + autoencoding) on patches of one photo."""
     image = astronaut[0]
-    config = TrainConfig(batch_size=8, patch_px=64, lr=3e-3, max_steps=300, bf16_autocast=True,
-                         loss=LossConfig(latent_warmup_steps=50))  # fmt: skip
-    model, feature_rms = train_on_photo(image, ModelConfig(width_channels=16, levels=2), config, "gaussian")
+    config = TrainConfig(batch_size=8, lr=3e-3, bf16_autocast=True, loss=LossConfig(latent_warmup_steps=50))
+    model, feature_rms = train_on_photo(image, ModelConfig(width_channels=16, levels=2), config, "gaussian", 64, 300)
     assert_bounded(feature_rms)
     sharp = held_out_crops(image)
     blurred, _ = degrade(sharp, "gaussian", seed=123, noise_sigma_max=0.0)
@@ -72,9 +70,9 @@ def test_bdirnet_learns_gaussian_deblurring(astronaut: torch.Tensor) -> None:
 @pytest.mark.slow
 def test_infonce_objective_is_stable(coffee: torch.Tensor) -> None:
     image = coffee[0]
-    config = TrainConfig(batch_size=4, patch_px=48, lr=2e-3, max_steps=120, bf16_autocast=True,
+    config = TrainConfig(batch_size=4, lr=2e-3, bf16_autocast=True,
                          loss=LossConfig(latent_loss="infonce", latent_weight=0.5, latent_warmup_steps=20))  # fmt: skip
-    model, feature_rms = train_on_photo(image, ModelConfig(width_channels=8, levels=2), config, "gaussian")
+    model, feature_rms = train_on_photo(image, ModelConfig(width_channels=8, levels=2), config, "gaussian", 48, 120)
     assert_bounded(feature_rms)
     sharp = held_out_crops(image)
     blurred, _ = degrade(sharp, "gaussian", seed=7)

@@ -1,0 +1,209 @@
+"""Blurred pairs with Ray Data: ingested images -> crop plan -> blur zoo in an actor pool -> Parquet shards.
+
+The crop plan is made on the driver (cheap, deterministic); every row carries its own seed, so a pair does
+not depend on how Ray batches rows or which actor blurs them. Actors take one GPU each when the cluster has
+GPUs, else one CPU. Shards have the columns ``pair_id, split, source, family, params, sharp, blurred,
+height, width``: images as lossless 8-bit PNG bytes, ``params`` as the JSON record of the degradation
+(:func:`bdirnet.degrade.apply_degradation` rebuilds the blur from it). Same params -> same shards.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import zlib
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from bdirnet.config import DegradeConfig, PairsConfig
+from bdirnet.datasets import ImageRecord
+from bdirnet.degrade import FAMILIES, apply_degradation, sample_params
+
+COLUMNS = ("pair_id", "split", "source", "family", "params", "sharp", "blurred", "height", "width")
+
+
+def row_seed(*parts: object) -> int:
+    """A 31-bit seed from the identity of a row (stable across runs, machines and batching)."""
+    return zlib.crc32(":".join(map(str, parts)).encode()) & 0x7FFFFFFF
+
+
+def plan_crops(
+    records: list[ImageRecord], split: str, pairs: PairsConfig, degrade: DegradeConfig
+) -> list[dict[str, Any]]:
+    """Every pair of one split as a row: which image, which crop, which family, which seed.
+
+    train/val: ``*_patches_per_image`` random ``patch_px`` patches per image, families cycled. test: a
+    ``test_crops_per_side``² grid of ``test_crop_px`` crops around the centre, each under every family of the
+    zoo (training and held-out).
+    """
+    rows: list[dict[str, Any]] = []
+    for record in sorted((r for r in records if r.split == split), key=lambda r: r.name):
+        if split == "test":
+            size = min(pairs.test_crop_px, (min(record.height, record.width) // pairs.test_crops_per_side) // 16 * 16)
+            n = pairs.test_crops_per_side
+            top0 = (record.height - n * size) // 2
+            left0 = (record.width - n * size) // 2
+            boxes = [(top0 + i * size, left0 + j * size, size) for i in range(n) for j in range(n)]
+            combos = [(box, family) for box in boxes for family in FAMILIES]
+        else:
+            count = pairs.train_patches_per_image if split == "train" else pairs.val_patches_per_image
+            families = degrade.train_families
+            size = pairs.patch_px
+            if min(record.height, record.width) < size:
+                continue
+            rng = np.random.default_rng([pairs.seed, zlib.crc32(record.name.encode()), zlib.crc32(split.encode())])
+            tops = rng.integers(0, record.height - size + 1, count)
+            lefts = rng.integers(0, record.width - size + 1, count)
+            combos = [
+                ((int(t), int(left), size), families[k % len(families)])
+                for k, (t, left) in enumerate(zip(tops, lefts, strict=True))
+            ]
+        for index, ((top, left, crop), family) in enumerate(combos):
+            rows.append(
+                {
+                    "pair_id": f"{split}/{record.name}/{index:05d}",
+                    "split": split,
+                    "source": record.name,
+                    "file": record.file,
+                    "top": top,
+                    "left": left,
+                    "size": crop,
+                    "family": family,
+                    "seed": row_seed(pairs.seed, split, record.name, index, family),
+                }
+            )
+    return rows
+
+
+def encode_png(image: np.ndarray) -> bytes:
+    """Lossless PNG bytes of an (H, W, 3) uint8 array (fast compression; deterministic)."""
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="PNG", compress_level=1)
+    return buffer.getvalue()
+
+
+def decode_png(data: bytes) -> np.ndarray:
+    """(H, W, 3) uint8 array from PNG bytes."""
+    with Image.open(io.BytesIO(data)) as image:
+        return np.asarray(image.convert("RGB"), dtype=np.uint8)
+
+
+def to_uint8(batch: torch.Tensor) -> np.ndarray:
+    """(N, 3, H, W) float in [0, 1] -> (N, H, W, 3) uint8, rounded."""
+    return (batch.clamp(0, 1) * 255.0).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+
+
+class BlurPairs:
+    """Ray Data actor: crops rows of the plan from the ingested images and blurs them on its device."""
+
+    def __init__(self, ingested_dir: str, noise_sigma_max: float, jpeg_quality_min: int) -> None:
+        self.ingested_dir = Path(ingested_dir)
+        self.noise_sigma_max = noise_sigma_max
+        self.jpeg_quality_min = jpeg_quality_min
+        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        self.images: dict[str, np.ndarray] = {}
+
+    def image(self, file: str) -> np.ndarray:
+        if file not in self.images:
+            self.images[file] = decode_png((self.ingested_dir / file).read_bytes())
+        return self.images[file]
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, Any]:
+        crops = []
+        for file, top, left, size in zip(batch["file"], batch["top"], batch["left"], batch["size"], strict=True):
+            crops.append(self.image(str(file))[int(top) : int(top) + int(size), int(left) : int(left) + int(size)])
+        sizes = {c.shape for c in crops}
+        params = [
+            sample_params(
+                str(family),
+                1,
+                int(seed),
+                noise_sigma_max=self.noise_sigma_max,
+                jpeg_quality_min=self.jpeg_quality_min,
+            )[0]
+            for family, seed in zip(batch["family"], batch["seed"], strict=True)
+        ]
+        sharp_u8 = np.stack(crops) if len(sizes) == 1 else None
+        blurred_png, sharp_png = [], []
+        if sharp_u8 is not None:
+            sharp = torch.from_numpy(sharp_u8).to(self.device).permute(0, 3, 1, 2).float() / 255.0
+            blurred_u8 = to_uint8(apply_degradation(sharp, params))
+            blurred_png = [encode_png(b) for b in blurred_u8]
+        else:  # mixed crop sizes in one batch: blur one by one
+            for crop, record in zip(crops, params, strict=True):
+                sharp = torch.from_numpy(np.array(crop[None])).to(self.device).permute(0, 3, 1, 2).float() / 255.0
+                blurred_png.append(encode_png(to_uint8(apply_degradation(sharp, [record]))[0]))
+        sharp_png = [encode_png(c) for c in crops]
+        return {
+            "pair_id": batch["pair_id"],
+            "split": batch["split"],
+            "source": batch["source"],
+            "family": batch["family"],
+            "params": np.array([json.dumps(p, sort_keys=True) for p in params], dtype=object),
+            "sharp": np.array(sharp_png, dtype=object),
+            "blurred": np.array(blurred_png, dtype=object),
+            "height": np.array([c.shape[0] for c in crops], dtype=np.int32),
+            "width": np.array([c.shape[1] for c in crops], dtype=np.int32),
+        }
+
+
+def write_pairs(
+    records: list[ImageRecord],
+    ingested_dir: Path,
+    out_root: str,
+    pairs: PairsConfig,
+    degrade: DegradeConfig,
+) -> dict[str, int]:
+    """Run the Ray Data pipeline for every split and write ``<out_root>/<split>/*.parquet``.
+
+    Returns the number of pairs per split. Ray must be initialised (:func:`bdirnet.runtime.init_ray`).
+    """
+    import ray
+
+    context = ray.data.DataContext.get_current()
+    context.execution_options.preserve_order = True  # deterministic row order -> identical shards
+    use_gpu = ray.cluster_resources().get("GPU", 0) > 0
+    counts = {}
+    for split in ("train", "val", "test"):
+        rows = plan_crops(records, split, pairs, degrade)
+        if not rows:
+            raise ValueError(f"{ingested_dir}/manifest.json: the {split!r} split has no usable images")
+        blocks = max(1, min(len(rows) // pairs.batch_rows, 4 * pairs.num_actors))
+        dataset = ray.data.from_items(rows, override_num_blocks=blocks).map_batches(
+            BlurPairs,
+            fn_constructor_kwargs={
+                "ingested_dir": str(ingested_dir.resolve()),
+                "noise_sigma_max": degrade.noise_sigma_max,
+                "jpeg_quality_min": degrade.jpeg_quality_min,
+            },
+            batch_size=pairs.batch_rows,
+            compute=ray.data.ActorPoolStrategy(size=pairs.num_actors),
+            num_gpus=1 if use_gpu else 0,
+            num_cpus=0 if use_gpu else 1,
+        )
+        dataset.write_parquet(
+            f"{out_root}/{split}",
+            filename_provider=_deterministic_names(split),
+            min_rows_per_file=max(pairs.batch_rows, 256),
+            mode=ray.data.SaveMode.OVERWRITE,
+        )
+        counts[split] = len(rows)
+    return counts
+
+
+def _deterministic_names(split: str) -> Any:
+    """Shard names from the split and the write task's index, not from a random write id."""
+    from ray.data.datasource import FilenameProvider
+
+    class DeterministicNames(FilenameProvider):  # type: ignore[misc]
+        def get_filename_for_task(self, write_uuid: str, task_index: int) -> str:
+            return f"{split}-{task_index:05d}.parquet"
+
+        def get_filename_for_block(self, block: Any, write_uuid: str, task_index: int, block_index: int) -> str:
+            return f"{split}-{task_index:05d}-{block_index:03d}.parquet"
+
+    return DeterministicNames()

@@ -1,0 +1,68 @@
+"""Where things run and where they are stored: Ray start-up and the storage root, from the environment.
+
+- ``RAY_ADDRESS`` set: join that cluster (``ray start --head`` / ``ray up``); unset: start a local Ray with its
+  session files under ``BDIRNET_RAY_TMP`` (default ``/tmp/bdirnet-ray``), no dashboard, no usage stats.
+- ``BDIRNET_STORAGE``: the root for pair shards and Ray Train checkpoints (a local folder or
+  ``s3://bucket/prefix``); default ``<repo>/storage``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+DEFAULT_RAY_TMP = "/tmp/bdirnet-ray"
+
+
+def storage_root(default: Path) -> str:
+    """``BDIRNET_STORAGE`` if set (local path or ``s3://...``), else ``default`` made absolute."""
+    value = os.environ.get("BDIRNET_STORAGE", "").strip()
+    if value:
+        return value.rstrip("/")
+    return str(default.resolve())
+
+
+def join_uri(root: str, *parts: str) -> str:
+    """Join a local path or a URI with ``/``."""
+    return "/".join([root.rstrip("/"), *[p.strip("/") for p in parts]])
+
+
+def init_ray(num_cpus: int | None = None) -> Any:
+    """Connect to ``RAY_ADDRESS`` or start a local Ray (idempotent).
+
+    Local Ray is started with token authentication off (``RAY_AUTH_MODE=disabled``, set here only when the
+    user has not chosen): it listens on loopback for this process alone. A shared cluster should keep auth.
+    """
+    import ray
+
+    if ray.is_initialized():
+        return ray
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    address = os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address, log_to_driver=True)
+    else:
+        os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+        temp_dir = os.environ.get("BDIRNET_RAY_TMP", DEFAULT_RAY_TMP)
+        if num_cpus is None:
+            # Two logical CPUs beyond the cores, so Ray Data's read/decode tasks still get scheduled while
+            # every core holds a Train worker (else the data pipeline starves and training hangs). Torch
+            # threads are set per worker, so this only affects scheduling.
+            num_cpus = int(os.environ.get("BDIRNET_RAY_CPUS", (os.cpu_count() or 1) + 2))
+        ray.init(
+            num_cpus=num_cpus,
+            include_dashboard=False,
+            _temp_dir=temp_dir,
+            configure_logging=True,
+            logging_level="WARNING",
+            log_to_driver=True,
+        )
+    return ray
+
+
+def shutdown_ray() -> None:
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()

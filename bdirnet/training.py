@@ -1,0 +1,278 @@
+"""Ray Train: ``train_loop_per_worker`` and the ``TorchTrainer`` that runs it over the pair shards.
+
+Each worker reads its shard of the train/val Parquet pairs (``get_dataset_shard(...).iter_torch_batches``),
+trains with :func:`bdirnet.engine.train_step` (DDP through ``prepare_model`` when there is more than one
+worker), computes the validation PSNR each epoch (summed over workers), and rank 0 logs to MLflow and saves
+the checkpoint (model, objective, optimiser, scheduler, epoch, step). Rerunning with the same run name and
+storage path resumes from the latest checkpoint (``ray.train.get_checkpoint()``); the best checkpoint by
+validation PSNR is what gets registered.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from bdirnet.config import ModelConfig, TrainConfig, from_mapping, to_dict
+from bdirnet.engine import build_optimizer, train_step
+from bdirnet.losses import BDIRNetObjective
+from bdirnet.metrics import psnr
+from bdirnet.model import BDIRNet
+from bdirnet.pairs import decode_png
+
+CHECKPOINT_FILE = "state.pt"
+CONFIG_FILE = "config.json"
+
+
+def decode_pairs(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Ray Data batch transform: PNG bytes -> float32 (N, 3, H, W) ``sharp`` and ``blurred`` in [0, 1]."""
+    out = {}
+    for column in ("sharp", "blurred"):
+        images = np.stack([decode_png(data) for data in batch[column]])
+        out[column] = np.ascontiguousarray(images.transpose(0, 3, 1, 2), dtype=np.float32) / 255.0
+    return out
+
+
+def read_pairs(uri: str) -> Any:
+    """A Ray dataset of decoded pairs (``sharp``, ``blurred``) from a folder of Parquet shards."""
+    import ray
+
+    dataset = ray.data.read_parquet(uri, columns=["sharp", "blurred"])
+    return dataset.map_batches(decode_pairs, batch_format="numpy", batch_size=64)
+
+
+def run_name(train: TrainConfig, model: ModelConfig, data_hash: str) -> str:
+    """``<run_name>-<hash>``: the hash covers everything that defines the run except ``max_epochs``."""
+    train_identity = to_dict(train)
+    train_identity.pop("max_epochs")
+    identity = {"model": to_dict(model), "train": train_identity, "data": data_hash}
+    digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:10]
+    return f"{train.run_name}-{digest}"
+
+
+def image_grid(blurred: torch.Tensor, restored: torch.Tensor, sharp: torch.Tensor, rows: int = 4) -> np.ndarray:
+    """blurred | restored | sharp, one row per image, as an (H, W, 3) uint8 array."""
+    n = min(rows, blurred.shape[0])
+    tiles = torch.cat([torch.cat([blurred[i], restored[i], sharp[i]], dim=-1) for i in range(n)], dim=-2)
+    return (tiles.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+
+
+def _all_reduce_sum(values: list[float], device: torch.device) -> list[float]:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        tensor = torch.tensor(values, dtype=torch.float64, device=device)
+        torch.distributed.all_reduce(tensor)
+        return [float(v) for v in tensor.tolist()]
+    return values
+
+
+def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
+    """The Ray Train worker function (see module docstring)."""
+    import ray.train
+    import ray.train.torch
+
+    from bdirnet import registry
+
+    model_config = from_mapping(ModelConfig, loop_config["model"], "model")
+    train_config = from_mapping(TrainConfig, loop_config["train"], "train")
+    context = ray.train.get_context()
+    rank, world_size = context.get_world_rank(), context.get_world_size()
+    torch.set_num_threads(int(loop_config["threads_per_worker"]))
+    torch.manual_seed(train_config.seed)
+    steps_per_epoch = int(loop_config["steps_per_epoch"])
+    total_steps = steps_per_epoch * train_config.max_epochs
+
+    model = BDIRNet(model_config)
+    objective = BDIRNetObjective(model, train_config.loss)
+    optimizer, scheduler = build_optimizer(model, objective, train_config, total_steps)
+    start_epoch, step, best_val_psnr = 0, 0, -math.inf
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as directory:
+            state = torch.load(Path(directory) / CHECKPOINT_FILE, map_location="cpu", weights_only=False)
+        model.load_state_dict(state["model"])
+        objective.load_state_dict(state["objective"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        start_epoch, step, best_val_psnr = state["epoch"] + 1, state["step"], state["best_val_psnr"]
+        if rank == 0:
+            print(f"[train] resuming from epoch {start_epoch} (step {step}, best val PSNR {best_val_psnr:.2f})")
+
+    device = ray.train.torch.get_device()
+    memory_format = torch.channels_last if train_config.channels_last else torch.contiguous_format
+    model = model.to(device).to(memory_format=memory_format)  # type: ignore[call-overload]
+    objective.to(device)
+    network = model
+    model = ray.train.torch.prepare_model(model, move_to_device=False)  # DDP when world_size > 1
+    uri, run_id = loop_config["tracking_uri"], loop_config["mlflow_run_id"]
+
+    for epoch in range(start_epoch, train_config.max_epochs):
+        started = time.perf_counter()
+        sums: dict[str, float] = {}
+        seen = 0
+        batches = ray.train.get_dataset_shard("train").iter_torch_batches(
+            batch_size=train_config.batch_size,
+            drop_last=True,
+            local_shuffle_buffer_size=4 * train_config.batch_size,
+            local_shuffle_seed=train_config.seed + epoch,
+            device=device,
+        )
+        for batch in batches:
+            blurred = batch["blurred"].contiguous(memory_format=memory_format)
+            sharp = batch["sharp"].contiguous(memory_format=memory_format)
+            result = train_step(
+                model,
+                objective,
+                optimizer,
+                blurred,
+                sharp,
+                step,
+                bf16=train_config.bf16_autocast,
+                grad_clip_norm=train_config.grad_clip_norm,
+            )
+            scheduler.step()
+            step += 1
+            seen += blurred.shape[0]
+            for key, value in result.parts.items():
+                sums[key] = sums.get(key, 0.0) + value
+        train_seconds = time.perf_counter() - started
+        batches_done = max(1, seen // train_config.batch_size)
+        metrics = {f"train_{k}": v / batches_done for k, v in sums.items()}
+
+        network.eval()
+        psnr_sum, count, grid = 0.0, 0.0, None
+        with torch.no_grad():
+            for batch in ray.train.get_dataset_shard("val").iter_torch_batches(batch_size=16, device=device):
+                restored = network(batch["blurred"])
+                psnr_sum += float(psnr(restored, batch["sharp"]).sum())
+                count += float(restored.shape[0])
+                if grid is None:
+                    grid = image_grid(batch["blurred"], restored, batch["sharp"])
+        psnr_sum, count, samples = _all_reduce_sum([psnr_sum, float(count), float(seen)], device)
+        val_psnr = psnr_sum / max(count, 1.0)
+        best_val_psnr = max(best_val_psnr, val_psnr)
+        metrics |= {
+            "val_psnr": val_psnr,
+            "best_val_psnr": best_val_psnr,
+            "epoch": float(epoch),
+            "step": float(step),
+            "lr": float(scheduler.get_last_lr()[0]),
+            "samples_per_second": samples / max(train_seconds, 1e-9),
+        }
+        if rank == 0:
+            print(
+                f"[train] epoch {epoch + 1}/{train_config.max_epochs} step {step} "
+                f"loss {metrics.get('train_loss_total', float('nan')):.4f} val PSNR {val_psnr:.2f} dB "
+                f"({metrics['samples_per_second']:.1f} samples/s, {world_size} worker(s))"
+            )
+            registry.log_metrics(uri, run_id, metrics, step=epoch)
+            if grid is not None:
+                registry.log_image(uri, run_id, grid, f"grids/val_epoch_{epoch:03d}.png")
+            with tempfile.TemporaryDirectory() as directory:
+                state = {
+                    "model": network.state_dict(),
+                    "objective": objective.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "epoch": epoch,
+                    "step": step,
+                    "best_val_psnr": best_val_psnr,
+                }
+                torch.save(state, Path(directory) / CHECKPOINT_FILE)
+                (Path(directory) / CONFIG_FILE).write_text(json.dumps({"model": to_dict(model_config)}))
+                ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(directory))
+        else:
+            ray.train.report(metrics, checkpoint=None)
+
+
+@dataclass
+class FitResult:
+    run_name: str
+    best_checkpoint: str
+    best_val_psnr: float
+    latest_checkpoint: str
+    epochs: int
+    wall_seconds: float
+
+
+def fit(
+    pairs_root: str,
+    model_config: ModelConfig,
+    train_config: TrainConfig,
+    storage_path: str,
+    name: str,
+    tracking_uri: str,
+    mlflow_run_id: str,
+) -> FitResult:
+    """Run (or resume) the TorchTrainer; Ray must be initialised."""
+    import ray.train
+    from ray.train.torch import TorchTrainer
+
+    started = time.perf_counter()
+    train_dataset = read_pairs(f"{pairs_root}/train")
+    val_dataset = read_pairs(f"{pairs_root}/val")
+    train_rows = train_dataset.count()
+    steps_per_epoch = train_rows // (train_config.batch_size * train_config.num_workers)
+    if steps_per_epoch < 1:
+        raise ValueError(
+            f"{pairs_root}/train: {train_rows} pairs are fewer than one batch per worker "
+            f"({train_config.batch_size} x {train_config.num_workers})"
+        )
+    cpus = max(1, (os.cpu_count() or 1) // train_config.num_workers)
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={
+            "model": to_dict(model_config),
+            "train": to_dict(train_config),
+            "steps_per_epoch": steps_per_epoch,
+            "threads_per_worker": cpus,
+            "tracking_uri": tracking_uri,
+            "mlflow_run_id": mlflow_run_id,
+        },
+        scaling_config=ray.train.ScalingConfig(
+            num_workers=train_config.num_workers,
+            use_gpu=train_config.use_gpu,
+            resources_per_worker={"CPU": 1},
+        ),
+        datasets={"train": train_dataset, "val": val_dataset},
+        run_config=ray.train.RunConfig(
+            name=name,
+            storage_path=storage_path,
+            checkpoint_config=ray.train.CheckpointConfig(
+                num_to_keep=2, checkpoint_score_attribute="val_psnr", checkpoint_score_order="max"
+            ),
+        ),
+    )
+    result = trainer.fit()
+    if result.checkpoint is None or not result.best_checkpoints:
+        raise RuntimeError(f"training run {name} reported no checkpoint")
+    best_checkpoint, best_metrics = max(result.best_checkpoints, key=lambda item: item[1]["val_psnr"])
+    return FitResult(
+        run_name=name,
+        best_checkpoint=best_checkpoint.path,
+        best_val_psnr=float(best_metrics["val_psnr"]),
+        latest_checkpoint=result.checkpoint.path,
+        epochs=int(result.metrics["epoch"]) + 1,
+        wall_seconds=time.perf_counter() - started,
+    )
+
+
+def load_checkpoint_model(checkpoint_dir: str) -> BDIRNet:
+    """The BDIRNet of a checkpoint folder (local path or URI Ray can read), in eval mode."""
+    import ray.train
+
+    with ray.train.Checkpoint(checkpoint_dir).as_directory() as directory:
+        config = json.loads((Path(directory) / CONFIG_FILE).read_text())
+        state = torch.load(Path(directory) / CHECKPOINT_FILE, map_location="cpu", weights_only=False)
+    model = BDIRNet(from_mapping(ModelConfig, config["model"], f"{checkpoint_dir}/{CONFIG_FILE}"))
+    model.load_state_dict(state["model"])
+    return model.eval()

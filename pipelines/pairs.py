@@ -1,0 +1,38 @@
+"""Stage `pairs`: Ray Data crops the ingested images and blurs them with the zoo into Parquet shards."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from _common import parser, stage_main
+
+from bdirnet.config import load_params
+from bdirnet.datasets import read_manifest
+from bdirnet.pairs import write_pairs
+from bdirnet.runtime import init_ray, join_uri, shutdown_ray, storage_root
+
+
+@stage_main
+def main() -> None:
+    args = parser(__doc__)
+    args.add_argument("--ingested", type=Path, required=True, help="ingested dataset folder (manifest.json)")
+    args.add_argument("--out", type=Path, required=True, help="local pairs folder (default storage)")
+    ns = args.parse_args()
+    pairs, degrade = load_params("pairs", ns.params), load_params("degrade", ns.params)
+    out_root = storage_root(ns.out)
+    if out_root != str(ns.out.resolve()):
+        out_root = join_uri(out_root, "pairs")
+    start = time.perf_counter()
+    init_ray()
+    try:
+        counts = write_pairs(read_manifest(ns.ingested), ns.ingested, out_root, pairs, degrade)
+    finally:
+        shutdown_ray()
+    seconds = time.perf_counter() - start
+    total = sum(counts.values())
+    print(f"pairs: {counts} -> {out_root} in {seconds:.1f}s ({total / seconds:.1f} pairs/s)")
+
+
+if __name__ == "__main__":
+    main()
