@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar, Union, get_args, get_origin
 
-import yaml
 
 ConfigT = TypeVar("ConfigT")
 
@@ -285,6 +284,8 @@ def _coerce(hint: Any, value: object, where: str) -> Any:
 
 def read_params_file(path: str | Path) -> dict[str, Any]:
     """Parse a params YAML file into a mapping of sections, with the file named in every error."""
+    import yaml
+
     path = Path(path)
     try:
         text = path.read_text()

@@ -1,0 +1,94 @@
+"""A throw-away copy of the project (git + DVC) to run the real pipeline in, on tiny params."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+VENV_BIN = Path(sys.executable).parent
+
+TINY_PARAMS: dict[str, dict[str, Any]] = {
+    # Test split: astronaut, ihc, brick (textured); the default split tests on smooth photos (moon, retina)
+    # whose blurred input is already near 40 dB, which a seconds-long training cannot beat.
+    "ingest": {"split_salt": "83:"},
+    "pairs": {"patch_px": 48, "train_patches_per_image": 160, "val_patches_per_image": 8, "test_crop_px": 64,
+              "test_crops_per_side": 2, "batch_rows": 64, "num_actors": 1},
+    "degrade": {"train_families": ["gaussian"], "held_out_families": ["motion", "shake", "defocus", "nonuniform"]},
+    "model": {"width_channels": 16, "levels": 2},
+    "train": {"num_workers": 2, "batch_size": 8, "max_epochs": 1, "lr": 0.004,
+              "loss": {"latent_warmup_steps": 20}},
+}  # fmt: skip
+
+
+def merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in override.items():
+        out[key] = merge(base[key], value) if isinstance(value, dict) else value
+    return out
+
+
+def project_env(workdir: Path, ray_tmp: str, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "BDIRNET_", "RAY_ADDRESS"))}
+    env |= {
+        "PATH": f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}",
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+        "DVC_NO_ANALYTICS": "1",
+        "RAY_USAGE_STATS_ENABLED": "0",
+        "BDIRNET_RAY_TMP": ray_tmp,
+        "PYTHONUNBUFFERED": "1",
+        **extra,
+    }
+    return env
+
+
+def run(cmd: list[str], cwd: Path, env: dict[str, str], timeout: int = 600) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    if result.returncode != 0:
+        raise AssertionError(
+            f"{' '.join(cmd)} failed ({result.returncode}):\n{result.stdout[-6000:]}\n{result.stderr[-6000:]}"
+        )
+    return result
+
+
+def make_project(root: Path, params_override: dict[str, Any]) -> Path:
+    """Copy the pipeline (dvc.yaml, pipelines/, bdirnet/, params.yaml) into a fresh git + DVC repo."""
+    workdir = root / "project"
+    workdir.mkdir()
+    for name in ("dvc.yaml", "pipelines", "bdirnet"):
+        source = REPO / name
+        if source.is_dir():
+            shutil.copytree(source, workdir / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy(source, workdir / name)
+    params = merge(yaml.safe_load((REPO / "params.yaml").read_text()), params_override)
+    (workdir / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    (workdir / ".gitignore").write_text("mlflow.db\nmlartifacts/\ncheckpoints/\n")
+    env = project_env(workdir, "/tmp")
+    run(["git", "init", "-q"], workdir, env)
+    run(["git", "config", "user.email", "test@bdirnet.local"], workdir, env)
+    run(["git", "config", "user.name", "test"], workdir, env)
+    run(["dvc", "init", "-q"], workdir, env)
+    run(["dvc", "config", "core.analytics", "false"], workdir, env)
+    run(["dvc", "remote", "add", "-d", "local", str(root / "dvcstore")], workdir, env)
+    run(["git", "add", "-A"], workdir, env)
+    run(["git", "commit", "-qm", "pipeline"], workdir, env)
+    return workdir
+
+
+@pytest.fixture(scope="session")
+def ray_tmp() -> Iterator[str]:
+    """A short, private Ray session folder (socket paths must stay under ~100 characters)."""
+    path = tempfile.mkdtemp(prefix="bdr-", dir="/tmp")
+    yield path
+    subprocess.run([str(VENV_BIN / "ray"), "stop", "--force"], capture_output=True, check=False)
+    shutil.rmtree(path, ignore_errors=True)
