@@ -1,4 +1,9 @@
-"""The ``bdirnet`` command: ``bdirnet table reports/eval.json`` prints the per-family table of an evaluation."""
+"""The ``bdirnet`` command.
+
+- ``bdirnet table [reports/eval.json]``: the per-family table of an evaluation.
+- ``bdirnet data push FOLDER s3://...`` / ``bdirnet data pull s3://... FOLDER``: move a raw dataset folder to and
+  from S3 (boto3; ``AWS_ENDPOINT_URL`` for S3-compatible servers), skipping unchanged files.
+"""
 
 from __future__ import annotations
 
@@ -15,7 +20,29 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     table = commands.add_parser("table", help="print the per-family table of reports/eval.json")
     table.add_argument("report", type=Path, nargs="?", default=Path("reports/eval.json"))
+    data = commands.add_parser("data", help="move a raw dataset folder to or from S3 (for users without DVC)")
+    direction = data.add_subparsers(dest="direction", required=True)
+    push = direction.add_parser("push", help="upload a folder: bdirnet data push data/raw/mine s3://bucket/raw/mine")
+    push.add_argument("folder", type=Path)
+    push.add_argument("uri")
+    pull = direction.add_parser("pull", help="download a folder: bdirnet data pull s3://bucket/raw/mine data/raw/mine")
+    pull.add_argument("uri")
+    pull.add_argument("folder", type=Path)
     args = parser.parse_args(argv)
+    if args.command == "data":
+        from bdirnet import storage
+
+        try:
+            if args.direction == "push":
+                report = storage.upload_folder(args.folder, args.uri)
+            else:
+                report = storage.download_folder(args.uri, args.folder)
+        except (storage.StorageError, FileNotFoundError, ValueError) as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
+        print(f"{args.direction}: {report.transferred} files ({report.bytes / 1e6:.1f} MB) moved, "
+              f"{report.skipped} unchanged")  # fmt: skip
+        return 0
     if args.command == "table":
         try:
             report = json.loads(args.report.read_text())

@@ -1,7 +1,7 @@
 """Where things run and where they are stored: Ray start-up and the storage root, from the environment.
 
 - ``RAY_ADDRESS`` set: join that cluster (``ray start --head`` / ``ray up``); unset: start a local Ray with its
-  session files under ``BDIRNET_RAY_TMP`` (default ``/tmp/bdirnet-ray``), no dashboard, no usage stats.
+  session files under ``BDIRNET_RAY_TMP`` (default ``/tmp/bdirnet-ray``), dashboard on loopback, no usage stats.
 - ``BDIRNET_STORAGE``: the root for pair shards and Ray Train checkpoints (a local folder or
   ``s3://bucket/prefix``); default ``<repo>/storage``.
 """
@@ -33,6 +33,7 @@ def init_ray(num_cpus: int | None = None) -> Any:
 
     Local Ray is started with token authentication off (``RAY_AUTH_MODE=disabled``, set here only when the
     user has not chosen): it listens on loopback for this process alone. A shared cluster should keep auth.
+    The local dashboard (and its state API) binds to 127.0.0.1.
     """
     import ray
 
@@ -52,7 +53,8 @@ def init_ray(num_cpus: int | None = None) -> Any:
             num_cpus = int(os.environ.get("BDIRNET_RAY_CPUS", (os.cpu_count() or 1) + 2))
         ray.init(
             num_cpus=num_cpus,
-            include_dashboard=False,
+            include_dashboard=True,  # serves the state API Ray Train's controller queries; loopback only
+            dashboard_host="127.0.0.1",
             _temp_dir=temp_dir,
             configure_logging=True,
             logging_level="WARNING",

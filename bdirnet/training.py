@@ -77,6 +77,7 @@ def _all_reduce_sum(values: list[float], device: torch.device) -> list[float]:
 
 def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     """The Ray Train worker function (see module docstring)."""
+    import ray
     import ray.train
     import ray.train.torch
 
@@ -86,6 +87,8 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     train_config = from_mapping(TrainConfig, loop_config["train"], "train")
     context = ray.train.get_context()
     rank, world_size = context.get_world_rank(), context.get_world_size()
+    node = ray.get_runtime_context().get_node_id()
+    print(f"[train] worker {rank}/{world_size} on node {node}")
     torch.set_num_threads(int(loop_config["threads_per_worker"]))
     torch.manual_seed(train_config.seed)
     steps_per_epoch = int(loop_config["steps_per_epoch"])
@@ -194,6 +197,22 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             ray.train.report(metrics, checkpoint=None)
 
 
+def worker_resources() -> dict[str, float]:
+    """Ray resources of one Train worker: 1 CPU, plus ``BDIRNET_TRAIN_WORKER_RESOURCES`` (a JSON object, e.g.
+    ``{"train_slot": 1}`` to place one worker per node that advertises one slot)."""
+    extra = os.environ.get("BDIRNET_TRAIN_WORKER_RESOURCES", "").strip()
+    resources: dict[str, float] = {"CPU": 1.0}
+    if extra:
+        try:
+            parsed = json.loads(extra)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"BDIRNET_TRAIN_WORKER_RESOURCES is not JSON: {error}") from None
+        if not isinstance(parsed, dict):
+            raise ValueError("BDIRNET_TRAIN_WORKER_RESOURCES must be a JSON object of resource: amount")
+        resources |= {str(k): float(v) for k, v in parsed.items()}
+    return resources
+
+
 @dataclass
 class FitResult:
     run_name: str
@@ -241,7 +260,7 @@ def fit(
         scaling_config=ray.train.ScalingConfig(
             num_workers=train_config.num_workers,
             use_gpu=train_config.use_gpu,
-            resources_per_worker={"CPU": 1},
+            resources_per_worker=worker_resources(),
         ),
         datasets={"train": train_dataset, "val": val_dataset},
         run_config=ray.train.RunConfig(
@@ -258,12 +277,18 @@ def fit(
     best_checkpoint, best_metrics = max(result.best_checkpoints, key=lambda item: item[1]["val_psnr"])
     return FitResult(
         run_name=name,
-        best_checkpoint=best_checkpoint.path,
+        best_checkpoint=checkpoint_uri(best_checkpoint),
         best_val_psnr=float(best_metrics["val_psnr"]),
-        latest_checkpoint=result.checkpoint.path,
+        latest_checkpoint=checkpoint_uri(result.checkpoint),
         epochs=int(result.metrics["epoch"]) + 1,
         wall_seconds=time.perf_counter() - started,
     )
+
+
+def checkpoint_uri(checkpoint: Any) -> str:
+    """A checkpoint's location as a path (local) or a URI with its scheme (``s3://...``) for later stages."""
+    kind = checkpoint.filesystem.type_name
+    return str(checkpoint.path) if kind == "local" else f"{kind}://{checkpoint.path}"
 
 
 def load_checkpoint_model(checkpoint_dir: str) -> BDIRNet:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -30,6 +31,9 @@ def main() -> None:
     finally:
         shutdown_ray()
     seconds = time.perf_counter() - start
+    if out_root != str(ns.out.resolve()):  # shards on shared storage: leave a pointer for DVC and later stages
+        ns.out.mkdir(parents=True, exist_ok=True)
+        (ns.out / "remote.json").write_text(json.dumps({"uri": out_root, "counts": counts}, indent=2) + "\n")
     total = sum(counts.values())
     print(f"pairs: {counts} -> {out_root} in {seconds:.1f}s ({total / seconds:.1f} pairs/s)")
 

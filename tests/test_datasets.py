@@ -37,7 +37,7 @@ def messy_folder(tmp_path: Path) -> Path:
     (folder / "truncated.png").write_bytes(full.getvalue()[: len(full.getvalue()) // 2])
     Image.fromarray(rgb[:40, :40]).save(folder / "tiny.png")
     Image.new("L", (2000, 1500)).save(folder / "bomb.png")  # 3 Mpx > max_pixels 2 Mpx
-    Image.fromarray((rgb[..., 0].astype(np.uint16) * 257)).save(folder / "sixteen.png")
+    Image.fromarray(rgb[..., 0].astype(np.uint16) * 257).save(folder / "sixteen.png")
     Image.fromarray(np.dstack([rgb, np.full(rgb.shape[:2], 128, np.uint8)])).save(folder / "alpha.png")
     Image.fromarray(rgb).convert("P", palette=Image.Palette.ADAPTIVE).save(folder / "palette.png")
     Image.fromarray(rgb).convert("CMYK").save(folder / "cmyk.jpg")

@@ -44,7 +44,9 @@ def ingested(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def digest(folder: Path) -> dict[str, str]:
-    return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest() for p in folder.rglob("*.parquet")}
+    return {
+        p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest() for p in folder.rglob("*.parquet")
+    }
 
 
 def test_shards_columns_dtypes_and_determinism(ray_session: None, ingested: Path, tmp_path: Path) -> None:
