@@ -55,12 +55,21 @@ def init_ray(num_cpus: int | None = None) -> Any:
             num_cpus=num_cpus,
             include_dashboard=True,  # serves the state API Ray Train's controller queries; loopback only
             dashboard_host="127.0.0.1",
+            dashboard_port=_free_port(),  # not the fixed 8265: two local studies (or a test) may run at once
             _temp_dir=temp_dir,
             configure_logging=True,
             logging_level="WARNING",
             log_to_driver=True,
         )
     return ray
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def shutdown_ray() -> None:

@@ -89,6 +89,5 @@ def make_project(root: Path, params_override: dict[str, Any]) -> Path:
 def ray_tmp() -> Iterator[str]:
     """A short, private Ray session folder (socket paths must stay under ~100 characters)."""
     path = tempfile.mkdtemp(prefix="bdr-", dir="/tmp")
-    yield path
-    subprocess.run([str(VENV_BIN / "ray"), "stop", "--force"], capture_output=True, check=False)
+    yield path  # every stage script shuts its own local Ray down; no global `ray stop` that could hit others
     shutil.rmtree(path, ignore_errors=True)
