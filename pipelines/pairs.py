@@ -28,12 +28,12 @@ def main() -> None:
     init_ray()
     try:
         counts = write_pairs(read_manifest(ns.ingested), ns.ingested, out_root, pairs, degrade)
+        if out_root != str(ns.out.resolve()):  # shards on shared storage: leave a pointer for DVC and later stages
+            ns.out.mkdir(parents=True, exist_ok=True)
+            (ns.out / "remote.json").write_text(json.dumps({"uri": out_root, "counts": counts}, indent=2) + "\n")
     finally:
-        shutdown_ray()
+        shutdown_ray()  # last: under `ray job submit`, disconnecting releases the job's working dir
     seconds = time.perf_counter() - start
-    if out_root != str(ns.out.resolve()):  # shards on shared storage: leave a pointer for DVC and later stages
-        ns.out.mkdir(parents=True, exist_ok=True)
-        (ns.out / "remote.json").write_text(json.dumps({"uri": out_root, "counts": counts}, indent=2) + "\n")
     total = sum(counts.values())
     print(f"pairs: {counts} -> {out_root} in {seconds:.1f}s ({total / seconds:.1f} pairs/s)")
 

@@ -39,6 +39,7 @@ def main() -> None:
     args.add_argument("--checkpoints", type=Path, default=Path("checkpoints"), help="default Ray storage_path")
     args.add_argument("--report", type=Path, required=True, help="reports/train.json")
     ns = args.parse_args()
+    ns.report = ns.report.resolve()  # a job's working dir may be gone by the time the report is written
     model_config, train_config = load_params("model", ns.params), load_params("train", ns.params)
     pairs_root = storage_root(ns.pairs)
     storage_path = storage_root(ns.checkpoints)
@@ -55,16 +56,18 @@ def main() -> None:
     )
     init_ray()
     try:
-        result = fit(pairs_root, model_config, train_config, storage_path, name, uri, run_id)
-    except BaseException:
-        registry.end_run(uri, run_id, status="FAILED")
-        raise
+        try:
+            result = fit(pairs_root, model_config, train_config, storage_path, name, uri, run_id)
+        except BaseException:
+            registry.end_run(uri, run_id, status="FAILED")
+            raise
+        registry.end_run(uri, run_id)
+        report = {"mlflow_run_id": run_id, "tracking_uri": uri, "data_hash": data_hash, **vars(result)}
+        ns.report.parent.mkdir(parents=True, exist_ok=True)
+        ns.report.write_text(json.dumps(report, indent=2) + "\n")
     finally:
+        # Last: under `ray job submit`, disconnecting releases the job's working dir (our cwd).
         shutdown_ray()
-    registry.end_run(uri, run_id)
-    report = {"mlflow_run_id": run_id, "tracking_uri": uri, "data_hash": data_hash, **vars(result)}
-    ns.report.parent.mkdir(parents=True, exist_ok=True)
-    ns.report.write_text(json.dumps(report, indent=2) + "\n")
     print(f"train: best val PSNR {result.best_val_psnr:.2f} dB after {result.epochs} epochs "
           f"in {result.wall_seconds:.0f}s; MLflow run {run_id}")  # fmt: skip
 
