@@ -116,7 +116,7 @@ def main() -> None:
 
         model_config = ModelConfig(width_channels=args.width)
         pairs_dir = workdir / "pairs2"
-        n_train = pq.read_metadata(next((pairs_dir / "train").glob("*.parquet"))).num_rows
+        n_train = sum(pq.read_metadata(path).num_rows for path in (pairs_dir / "train").glob("*.parquet"))
         print(f"\n2. training, width {args.width}, batch 8 per worker, full objective, bf16 + channels_last")
         results = {}
         for workers in (1, 2):
