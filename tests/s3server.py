@@ -39,18 +39,27 @@ def moto_server() -> Iterator[str]:
     )
     endpoint = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                urllib.request.urlopen(f"{endpoint}/moto-api/", timeout=1).close()
-                break
-            except OSError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"moto_server did not start on {endpoint}") from None
-                time.sleep(0.2)
+        wait_for_http(f"{endpoint}/moto-api/", process, seconds=30)
         yield endpoint
     finally:
         stop(process)
+
+
+def wait_for_http(url: str, process: subprocess.Popen[bytes], seconds: float, what: str = "") -> None:
+    """Poll ``url`` until it answers; fail clearly if ``process`` exits first or ``seconds`` pass."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            urllib.request.urlopen(url, timeout=2).close()
+            return
+        except OSError:
+            if process.poll() is not None:
+                raise RuntimeError(
+                    f"{what or process.args!r} exited ({process.returncode}) before {url} answered"
+                ) from None
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{what or process.args!r}: {url} did not answer within {seconds:.0f}s") from None
+            time.sleep(0.3)
 
 
 def group_alive(pgid: int) -> bool:

@@ -5,15 +5,13 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import mlflow
 
 from bdirnet import storage
 
-from .s3server import free_port, group_alive, stop
+from .s3server import free_port, group_alive, stop, wait_for_http
 
 BIN = Path(sys.executable).parent
 
@@ -57,14 +55,7 @@ def test_mlflow_server_stores_artifacts_on_s3(s3_endpoint: str, tmp_path: Path) 
     )  # fmt: skip
     uri = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                urllib.request.urlopen(f"{uri}/health", timeout=2).close()
-                break
-            except OSError:
-                assert server.poll() is None and time.monotonic() < deadline, "mlflow server did not start"
-                time.sleep(0.5)
+        wait_for_http(f"{uri}/health", server, seconds=90, what="mlflow server")
         artifact = tmp_path / "note.txt"
         artifact.write_text("restored on S3")
         client = mlflow.MlflowClient(tracking_uri=uri)

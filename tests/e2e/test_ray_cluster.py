@@ -11,7 +11,6 @@ import shutil
 import subprocess
 import tempfile
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,7 +18,7 @@ import pytest
 
 from bdirnet import storage
 
-from ..s3server import free_port, group_alive, stop
+from ..s3server import free_port, group_alive, stop, wait_for_http
 from .conftest import TINY_PARAMS, VENV_BIN, make_project, merge, project_env, run
 
 pytestmark = pytest.mark.slow
@@ -48,15 +47,7 @@ def cluster(tmp_path: Path) -> Iterator[dict[str, str]]:
                      f"--temp-dir={temp}"]  # fmt: skip
         nodes.append(start_node(head_args, env, tmp_path / "head.log"))
         dashboard = f"http://127.0.0.1:{dashboard_port}"
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                urllib.request.urlopen(f"{dashboard}/api/version", timeout=2).close()
-                break
-            except OSError:
-                assert nodes[0].poll() is None, (tmp_path / "head.log").read_text()[-3000:]
-                assert time.monotonic() < deadline, "the Ray dashboard (Jobs API) did not come up"
-                time.sleep(1)
+        wait_for_http(f"{dashboard}/api/version", nodes[0], seconds=90, what="ray head (dashboard, Jobs API)")
         nodes.append(start_node([f"--address={address}", "--node-ip-address=127.0.0.1", "--num-cpus=2",
                                  '--resources={"train_slot": 1}'], env, tmp_path / "worker.log"))  # fmt: skip
         deadline = time.monotonic() + 90
