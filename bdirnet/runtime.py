@@ -2,8 +2,8 @@
 
 - ``RAY_ADDRESS`` set: join that cluster (``ray start --head`` / ``ray up``); unset: start a local Ray with its
   session files under ``BDIRNET_RAY_TMP`` (default ``/tmp/bdirnet-ray``), dashboard on loopback, no usage stats.
-- ``BDIRNET_STORAGE``: the root for pair shards and Ray Train checkpoints (a local folder or
-  ``s3://bucket/prefix``); default ``<repo>/storage``.
+- ``BDIRNET_STORAGE``: the root for pair shards (``/pairs``) and Ray Train checkpoints (``/checkpoints``), a
+  local folder or ``s3://bucket/prefix``; unset, each stage uses the local folder given on its command line.
 """
 
 from __future__ import annotations
@@ -15,12 +15,11 @@ from typing import Any
 DEFAULT_RAY_TMP = "/tmp/bdirnet-ray"
 
 
-def storage_root(default: Path) -> str:
-    """``BDIRNET_STORAGE`` if set (local path or ``s3://...``), else ``default`` made absolute."""
-    value = os.environ.get("BDIRNET_STORAGE", "").strip()
-    if value:
-        return value.rstrip("/")
-    return str(default.resolve())
+def stage_location(local: Path, name: str) -> str:
+    """Where a stage's shared data lives: ``$BDIRNET_STORAGE/<name>`` when that is set (a folder or
+    ``s3://...``), else the stage's local folder, made absolute."""
+    root = os.environ.get("BDIRNET_STORAGE", "").strip()
+    return join_uri(root, name) if root else str(local.resolve())
 
 
 def join_uri(root: str, *parts: str) -> str:

@@ -21,7 +21,7 @@ from bdirnet.evaluation import (
     read_test_pairs,
     save_png,
 )
-from bdirnet.runtime import join_uri, storage_root
+from bdirnet.runtime import stage_location
 
 
 def score(model: Any, pairs: list[TestPair], held_out: tuple[str, ...]) -> dict[str, Any]:
@@ -57,9 +57,7 @@ def main() -> None:
     degrade, gate = load_params("degrade", ns.params), load_params("evaluate", ns.params)
     registered = json.loads(ns.registered.read_text())
     version = str(registered["version"])
-    pairs_root = storage_root(ns.pairs)
-    if pairs_root != str(ns.pairs.resolve()):
-        pairs_root = join_uri(pairs_root, "pairs")
+    pairs_root = stage_location(ns.pairs, "pairs")
     pairs = list(read_test_pairs(f"{pairs_root}/test"))
     uri = registry.tracking_uri()
     torch.set_grad_enabled(False)

@@ -11,7 +11,7 @@ from _common import parser, stage_main
 from bdirnet.config import load_params
 from bdirnet.datasets import read_manifest
 from bdirnet.pairs import write_pairs
-from bdirnet.runtime import init_ray, join_uri, shutdown_ray, storage_root
+from bdirnet.runtime import init_ray, shutdown_ray, stage_location
 
 
 @stage_main
@@ -21,9 +21,7 @@ def main() -> None:
     args.add_argument("--out", type=Path, required=True, help="local pairs folder (default storage)")
     ns = args.parse_args()
     pairs, degrade = load_params("pairs", ns.params), load_params("degrade", ns.params)
-    out_root = storage_root(ns.out)
-    if out_root != str(ns.out.resolve()):
-        out_root = join_uri(out_root, "pairs")
+    out_root = stage_location(ns.out, "pairs")
     start = time.perf_counter()
     init_ray()
     try:

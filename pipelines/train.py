@@ -10,7 +10,7 @@ from _common import parser, stage_main
 
 from bdirnet import registry
 from bdirnet.config import load_params, to_dict
-from bdirnet.runtime import init_ray, join_uri, shutdown_ray, storage_root
+from bdirnet.runtime import init_ray, shutdown_ray, stage_location
 from bdirnet.storage_hash import folder_digest
 from bdirnet.training import fit, run_name
 
@@ -41,10 +41,8 @@ def main() -> None:
     ns = args.parse_args()
     ns.report = ns.report.resolve()  # a job's working dir may be gone by the time the report is written
     model_config, train_config = load_params("model", ns.params), load_params("train", ns.params)
-    pairs_root = storage_root(ns.pairs)
-    storage_path = storage_root(ns.checkpoints)
-    if pairs_root != str(ns.pairs.resolve()):  # BDIRNET_STORAGE is set: both live under it
-        pairs_root, storage_path = join_uri(pairs_root, "pairs"), join_uri(storage_path, "checkpoints")
+    pairs_root = stage_location(ns.pairs, "pairs")
+    storage_path = stage_location(ns.checkpoints, "checkpoints")
     data_hash = folder_digest(pairs_root)
     name = run_name(train_config, model_config, data_hash)
     uri = registry.tracking_uri()
