@@ -293,6 +293,9 @@ def apply_degradation(sharp: Tensor, params: Sequence[Params]) -> Tensor:
     _check_batch(sharp, "apply_degradation")
     if len(params) != sharp.shape[0]:
         raise ValueError(f"apply_degradation: {len(params)} parameter records for a batch of {sharp.shape[0]}")
+    unknown = sorted({p["family"] for p in params} - set(FAMILIES))
+    if unknown:
+        raise ValueError(f"apply_degradation: unknown blur families {unknown}; expected {FAMILIES}")
     blurred = torch.empty_like(sharp)
     uniform = [i for i, p in enumerate(params) if p["family"] in UNIFORM_FAMILIES]
     if uniform:
@@ -308,10 +311,6 @@ def apply_degradation(sharp: Tensor, params: Sequence[Params]) -> Tensor:
             [smooth_mask(params[i]["mask_cells"], params[i]["mask_seed"], height, width, sharp.device) for i in varying]
         ).to(sharp.dtype)
         blurred[varying] = masks * blurred_a + (1.0 - masks) * blurred_b
-    unknown = sorted({p["family"] for p in params} - set(FAMILIES))
-    if unknown:
-        raise ValueError(f"apply_degradation: unknown blur families {unknown}; expected {FAMILIES}")
-
     for i, record in enumerate(params):
         sigma = float(record.get("noise_sigma", 0.0))
         if sigma > 0:

@@ -89,20 +89,24 @@ def evaluate_restorer(
     held_out_families: tuple[str, ...],
     on_image: Callable[[TestPair, torch.Tensor, float], None] | None = None,
 ) -> dict[str, FamilyScores]:
-    """Score ``restore(blurred, params)`` on every pair, grouped by family."""
+    """Score ``restore(blurred, params)`` on every pair, grouped by family.
+
+    ``on_image(pair, restored, gain_db)`` is called for every pair with its PSNR gain over the blurred input.
+    """
     scores: dict[str, FamilyScores] = {}
     for pair in pairs:
         with torch.no_grad():
             restored = restore(pair.blurred, pair.params).clamp(0, 1)
         family = scores.setdefault(pair.family, FamilyScores(held_out=pair.family in held_out_families))
         restored_psnr = float(psnr(restored, pair.sharp)[0])
+        blurred_psnr = float(psnr(pair.blurred, pair.sharp)[0])
         family.psnr.append(restored_psnr)
         family.ssim.append(float(ssim(restored, pair.sharp)[0]))
-        family.blurred_psnr.append(float(psnr(pair.blurred, pair.sharp)[0]))
+        family.blurred_psnr.append(blurred_psnr)
         family.blurred_ssim.append(float(ssim(pair.blurred, pair.sharp)[0]))
         family.pair_ids.append(pair.pair_id)
         if on_image is not None:
-            on_image(pair, restored, restored_psnr)
+            on_image(pair, restored, restored_psnr - blurred_psnr)
     return scores
 
 

@@ -128,7 +128,7 @@ class BlurPairs:
             for family, seed in zip(batch["family"], batch["seed"], strict=True)
         ]
         sharp_u8 = np.stack(crops) if len(sizes) == 1 else None
-        blurred_png, sharp_png = [], []
+        blurred_png: list[bytes] = []
         if sharp_u8 is not None:
             sharp = torch.from_numpy(sharp_u8).to(self.device).permute(0, 3, 1, 2).float() / 255.0
             blurred_u8 = to_uint8(apply_degradation(sharp, params))

@@ -65,9 +65,8 @@ def main() -> None:
 
     best_worst: dict[str, list[tuple[float, TestPair, torch.Tensor]]] = {}
 
-    def keep(pair: TestPair, restored: torch.Tensor, value: float) -> None:
-        gain = value - float(-10 * torch.log10(((pair.blurred - pair.sharp) ** 2).mean()))
-        best_worst.setdefault(pair.family, []).append((gain, pair, restored))
+    def keep(pair: TestPair, restored: torch.Tensor, gain_db: float) -> None:
+        best_worst.setdefault(pair.family, []).append((gain_db, pair, restored))
 
     scores = evaluate_restorer(pairs, lambda blurred, _: model(blurred), degrade.held_out_families, keep)
     families = {family: s.summary() for family, s in scores.items()}
