@@ -74,13 +74,15 @@ class LossConfig:
     """Weights and form of the training objective (``train.loss``).
 
     ``L = Charbonnier(D(E(b)), s) + autoencode_weight * Charbonnier(D(E(s)), s)
-    + warmup * latent_weight * L_lat + fft_weight * FFT-L1``.
+    + warmup * latent_weight * L_lat + fft_weight * FFT-L1``. ``L_lat`` (``ema_cosine``) compares the levels
+    ``latent_min_level .. levels`` (0 = the full-resolution skip, ``levels`` = the bottleneck only).
     """
 
     autoencode_weight: float = 0.1
     latent_weight: float = 0.1
     latent_loss: LatentLoss = "ema_cosine"
     latent_warmup_steps: int = 200
+    latent_min_level: int = 0
     ema_momentum: float = 0.99
     infonce_temperature: float = 0.1
     fft_weight: float = 0.0
@@ -94,6 +96,8 @@ class LossConfig:
             raise ConfigError(f"train.loss.ema_momentum must be in [0, 1), got {self.ema_momentum}")
         if self.latent_warmup_steps < 0:
             raise ConfigError("train.loss.latent_warmup_steps must be >= 0")
+        if self.latent_min_level < 0:
+            raise ConfigError(f"train.loss.latent_min_level must be >= 0, got {self.latent_min_level}")
 
 
 @dataclass(frozen=True)
@@ -203,7 +207,36 @@ class EvaluateConfig:
             raise ConfigError("evaluate.max_in_family_drop_db and evaluate.images_per_family must be >= 0")
 
 
+@dataclass(frozen=True)
+class StudyConfig:
+    """The robustness study (``study`` section): which variants, which seeds, which variant may be promoted.
+
+    Every variant named here needs an entry under the ``variants`` section of the same file: a mapping with
+    optional ``model`` and ``train`` sub-mappings that override the base sections (``{}`` for none).
+    """
+
+    variants: tuple[str, ...] = ("bdirnet",)
+    seeds: tuple[int, ...] = (0,)
+    promote_variant: str = "bdirnet"
+    picture_variants: tuple[str, ...] = ("bdirnet",)
+
+    def __post_init__(self) -> None:
+        if not self.variants or not self.seeds:
+            raise ConfigError("study.variants and study.seeds must not be empty")
+        if len(set(self.variants)) != len(self.variants) or len(set(self.seeds)) != len(self.seeds):
+            raise ConfigError("study.variants and study.seeds must not repeat an entry")
+        for name in self.variants:
+            if not name.replace("_", "").isalnum():
+                raise ConfigError(f"study.variants: {name!r} must be letters, digits or _")
+        if self.promote_variant not in self.variants:
+            raise ConfigError(f"study.promote_variant {self.promote_variant!r} is not in study.variants")
+        stray = [name for name in self.picture_variants if name not in self.variants]
+        if stray:
+            raise ConfigError(f"study.picture_variants {stray} are not in study.variants")
+
+
 SECTIONS: dict[str, type[Any]] = {
+    "study": StudyConfig,
     "evaluate": EvaluateConfig,
     "ingest": IngestConfig,
     "pairs": PairsConfig,
@@ -316,6 +349,52 @@ def load_params(section: str, path: str | Path = "params.yaml") -> Any:
     if section not in data:
         raise ConfigError(f"{path}: missing section {section!r}")
     return from_mapping(SECTIONS[section], data[section], f"{path}: {section}")
+
+
+def _overlay(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    """``base`` with ``override`` merged in recursively (mappings merge, everything else replaces)."""
+    out = dict(base)
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = _overlay(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def load_variant(path: str | Path, variant: str, seed: int) -> tuple[ModelConfig, TrainConfig]:
+    """The model and train config of one study run: the base sections with ``variants.<variant>`` overlaid,
+    ``train.seed`` set to ``seed`` and ``train.run_name`` to the variant name.
+
+    Raises:
+        ConfigError: naming the file and key when the variant or seed is not in ``study``, the variant has no
+            entry under ``variants``, or an override key is unknown or of the wrong type.
+    """
+    data = read_params_file(path)
+    study = load_params("study", path)
+    if variant not in study.variants:
+        raise ConfigError(f"{path}: variant {variant!r} is not in study.variants {list(study.variants)}")
+    if seed not in study.seeds:
+        raise ConfigError(f"{path}: seed {seed} is not in study.seeds {list(study.seeds)}")
+    variants = data.get("variants")
+    if not isinstance(variants, Mapping) or variant not in variants:
+        raise ConfigError(f"{path}: variants.{variant}: missing (every study variant needs an entry, {{}} for none)")
+    overrides = variants[variant] or {}
+    if not isinstance(overrides, Mapping):
+        raise ConfigError(f"{path}: variants.{variant}: expected a mapping with model and/or train, got {overrides!r}")
+    unknown = sorted(set(overrides) - {"model", "train"})
+    if unknown:
+        raise ConfigError(f"{path}: variants.{variant}: unknown key(s) {unknown}; expected model and/or train")
+    for section in ("model", "train"):
+        if section not in data:
+            raise ConfigError(f"{path}: missing section {section!r}")
+        if not isinstance(overrides.get(section, {}), Mapping):
+            raise ConfigError(f"{path}: variants.{variant}.{section}: expected a mapping")
+    where = f"{path}: variants.{variant} over"
+    model = from_mapping(ModelConfig, _overlay(data["model"], overrides.get("model", {})), f"{where} model")
+    train_data = _overlay(data["train"], overrides.get("train", {})) | {"seed": seed, "run_name": variant}
+    train = from_mapping(TrainConfig, train_data, f"{where} train")
+    return model, train
 
 
 def to_dict(config: object) -> dict[str, Any]:

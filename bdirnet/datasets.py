@@ -67,6 +67,23 @@ def bundle_skimage_photos(destination: Path) -> list[Path]:
     return copied
 
 
+REAL_BLUR_PHOTOS = ("clock_motion.png",)
+
+
+def bundle_real_blur_photos(destination: Path) -> list[Path]:
+    """Copy the real blurred photos scikit-image ships (no ground truth; viewed, never scored or trained on)."""
+    source = skimage_data_dir()
+    destination.mkdir(parents=True, exist_ok=True)
+    copied = []
+    for name in REAL_BLUR_PHOTOS:
+        path = source / name
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: scikit-image does not ship this photo (version mismatch?)")
+        shutil.copyfile(path, destination / name)
+        copied.append(destination / name)
+    return copied
+
+
 @dataclass
 class ImageRecord:
     """One ingested image in the manifest."""

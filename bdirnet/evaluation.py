@@ -64,7 +64,9 @@ class FamilyScores:
     blurred_ssim: list[float] = field(default_factory=list)
     pair_ids: list[str] = field(default_factory=list)
 
-    def summary(self) -> dict[str, Any]:
+    def summary(self, per_image: bool = False) -> dict[str, Any]:
+        """Mean and std over images; with ``per_image``, also ``images``: pair id -> [PSNR, SSIM]."""
+
         def stats(values: list[float]) -> tuple[float, float]:
             array = np.asarray(values, dtype=np.float64)
             return float(array.mean()), float(array.std())
@@ -80,7 +82,15 @@ class FamilyScores:
             "ssim_std": round(ssim_std, 5),
             "blurred_psnr": round(stats(self.blurred_psnr)[0], 4),
             "blurred_ssim": round(stats(self.blurred_ssim)[0], 5),
-        }
+        } | (
+            {
+                "images": {
+                    i: [round(p, 4), round(q, 5)] for i, p, q in zip(self.pair_ids, self.psnr, self.ssim, strict=True)
+                }
+            }
+            if per_image
+            else {}
+        )
 
 
 def evaluate_restorer(
@@ -140,6 +150,59 @@ def format_table(families: dict[str, dict[str, Any]], title: str) -> str:
             f"{values['gain_db']:>+6.2f} {values['ssim']:>6.3f}"
         )
     return "\n".join(lines)
+
+
+def picture_pairs(pairs: list[TestPair]) -> dict[str, TestPair]:
+    """The pair shown in the picture grids for each family: the most blurred one (lowest blurred-input PSNR,
+    ties by pair id). The choice depends on the data only, so every method shows the same crop."""
+    chosen: dict[str, tuple[float, str, TestPair]] = {}
+    for pair in pairs:
+        key = (float(psnr(pair.blurred, pair.sharp)[0]), pair.pair_id, pair)
+        if pair.family not in chosen or key[:2] < chosen[pair.family][:2]:
+            chosen[pair.family] = key
+    return {family: chosen[family][2] for family in sorted(chosen)}
+
+
+def seconds_per_image(restore: Callable[[torch.Tensor], torch.Tensor], image: torch.Tensor, repeats: int = 5) -> float:
+    """Median wall time of ``restore(image)`` over ``repeats`` calls after one warm-up call."""
+    import time
+
+    times = []
+    with torch.no_grad():
+        restore(image)
+        for _ in range(repeats):
+            started = time.perf_counter()
+            restore(image)
+            times.append(time.perf_counter() - started)
+    return float(np.median(times))
+
+
+def to_uint8(image: torch.Tensor) -> np.ndarray:
+    """``(1, C, H, W)`` float in [0, 1] -> ``(H, W, 3)`` uint8 (grayscale repeated)."""
+    array = (image[0].clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+    return np.repeat(array, 3, axis=2) if array.shape[2] == 1 else array
+
+
+REAL_BLUR_SUFFIXES = (".png", ".jpg", ".jpeg")
+
+
+def real_blur_photos(folder: Path) -> list[Path]:
+    """The real blurred photos (no ground truth) of a folder, restored for side-by-side viewing only."""
+    if not folder.is_dir():
+        raise ValueError(f"{folder}: the real-blur folder does not exist (run `dvc repro bundle`)")
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in REAL_BLUR_SUFFIXES)
+
+
+def load_png(path: Path) -> torch.Tensor:
+    """A PNG/JPEG file as ``(1, 3, H, W)`` float in [0, 1] (grayscale repeated to RGB), naming the file on error."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as handle:
+            image = np.asarray(handle.convert("RGB"))
+    except (OSError, UnidentifiedImageError) as error:
+        raise ValueError(f"{path}: cannot read the image ({error})") from None
+    return _to_tensor(image)
 
 
 def image_row(blurred: torch.Tensor, restored: torch.Tensor, sharp: torch.Tensor) -> np.ndarray:

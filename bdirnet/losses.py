@@ -167,12 +167,18 @@ class BDIRNetObjective(nn.Module):
         self.config = config
         width = model.config.width_channels
         level_channels = [width * 2**level for level in range(model.config.levels + 1)]
+        if config.latent_min_level > model.config.levels:
+            raise ValueError(
+                f"train.loss.latent_min_level {config.latent_min_level} > model.levels {model.config.levels}"
+            )
+        self.latent_min_level = config.latent_min_level
         self.uses_ema = config.latent_weight > 0 and config.latent_loss == "ema_cosine"
         self.uses_infonce = config.latent_weight > 0 and config.latent_loss == "infonce"
         self.target_encoder: nn.Module | None = None
         if self.uses_ema:
             self.target_encoder = copy.deepcopy(model.encoder).requires_grad_(False)
-            self.predictors = nn.ModuleList([Predictor(c) for c in level_channels])
+            # Only the compared levels get a head: DDP needs every parameter to receive a gradient.
+            self.predictors = nn.ModuleList([Predictor(c) for c in level_channels[config.latent_min_level :]])
         if self.uses_infonce:
             code = level_channels[-1]
             self.projection = nn.Sequential(nn.Linear(code, code), nn.GELU(), nn.Linear(code, min(code, 128)))
@@ -200,8 +206,10 @@ class BDIRNetObjective(nn.Module):
             with torch.no_grad():
                 self.target_encoder.eval()
                 target: Latents = self.target_encoder(sharp)
-            predicted = [head(f) for head, f in zip(self.predictors, outputs.latents_blurred.levels(), strict=True)]
-            return latent_cosine_loss(predicted, [t.detach() for t in target.levels()])
+            first = self.latent_min_level
+            blurred_levels = outputs.latents_blurred.levels()[first:]
+            predicted = [head(f) for head, f in zip(self.predictors, blurred_levels, strict=True)]
+            return latent_cosine_loss(predicted, [t.detach() for t in target.levels()[first:]])
         if self.uses_infonce:
             if outputs.latents_sharp is None:
                 raise ValueError("infonce latent loss needs the sharp branch: call forward_train(blurred, sharp)")

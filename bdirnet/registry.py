@@ -89,7 +89,12 @@ def log_image(uri: str, run_id: str, image: np.ndarray, artifact_file: str) -> N
 
 
 def log_artifact(uri: str, run_id: str, path: Path, artifact_path: str | None = None) -> None:
-    _client(uri).log_artifact(run_id, str(path), artifact_path)
+    """Log a file, or a folder as ``<artifact_path>/<folder name>/...``."""
+    client = _client(uri)
+    if path.is_dir():
+        client.log_artifacts(run_id, str(path), "/".join(filter(None, [artifact_path, path.name])))
+    else:
+        client.log_artifact(run_id, str(path), artifact_path)
 
 
 def end_run(uri: str, run_id: str, status: str = "FINISHED") -> None:
@@ -163,3 +168,14 @@ def set_version_tag(uri: str, version: str, key: str, value: str) -> None:
 
 def run_params(uri: str, run_id: str) -> dict[str, str]:
     return dict(_client(uri).get_run(run_id).data.params)
+
+
+def version_params(uri: str, version: str) -> dict[str, str]:
+    """The params of the training run a registered version was logged from (model.*, train.*)."""
+    client = _client(uri)
+    return dict(client.get_run(client.get_model_version(MODEL_NAME, version).run_id).data.params)
+
+
+def start_run(uri: str, experiment_id: str, run_name: str, tags: dict[str, str]) -> str:
+    """A new finished-later run (e.g. the robustness report of one study); returns its id."""
+    return str(_client(uri).create_run(experiment_id, run_name=run_name, tags=tags).info.run_id)

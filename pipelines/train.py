@@ -1,4 +1,5 @@
-"""Stage `train`: Ray Train TorchTrainer over the pair shards, tracked in one MLflow run."""
+"""Stage `train@<variant>-<seed>`: Ray Train TorchTrainer over the pair shards for one study run, tracked in one
+MLflow run (tags ``variant`` and ``seed``)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from pathlib import Path
 from _common import parser, stage_main
 
 from bdirnet import registry
-from bdirnet.config import load_params, to_dict
+from bdirnet.config import load_variant, to_dict
 from bdirnet.runtime import init_ray, shutdown_ray, stage_location
 from bdirnet.storage_hash import folder_digest
 from bdirnet.training import fit, run_name
@@ -35,19 +36,27 @@ def flatten(prefix: str, data: dict[str, object]) -> dict[str, object]:
 @stage_main
 def main() -> None:
     args = parser(__doc__)
+    args.add_argument("--variant", default="bdirnet", help="a name in study.variants (overrides: variants.<name>)")
+    args.add_argument("--seed", type=int, default=0, help="a seed in study.seeds")
     args.add_argument("--pairs", type=Path, required=True, help="local pairs folder (default storage)")
     args.add_argument("--checkpoints", type=Path, default=Path("checkpoints"), help="default Ray storage_path")
-    args.add_argument("--report", type=Path, required=True, help="reports/train.json")
+    args.add_argument("--report", type=Path, required=True, help="reports/runs/<variant>-s<seed>/train.json")
     ns = args.parse_args()
     ns.report = ns.report.resolve()  # a job's working dir may be gone by the time the report is written
-    model_config, train_config = load_params("model", ns.params), load_params("train", ns.params)
+    model_config, train_config = load_variant(ns.params, ns.variant, ns.seed)
     pairs_root = stage_location(ns.pairs, "pairs")
     storage_path = stage_location(ns.checkpoints, "checkpoints")
     data_hash = folder_digest(pairs_root)
     name = run_name(train_config, model_config, data_hash)
     uri = registry.tracking_uri()
     experiment_id = registry.ensure_experiment(uri, artifact_root=Path("mlartifacts"))
-    tags = {"git_commit": git_commit(), "data_hash": data_hash, "variant": train_config.run_name}
+    tags = {
+        "git_commit": git_commit(),
+        "data_hash": data_hash,
+        "variant": ns.variant,
+        "seed": str(ns.seed),
+        "attempt": "study",
+    }
     run_id = registry.find_or_start_run(uri, experiment_id, name, tags)
     registry.log_params(
         uri, run_id, flatten("model.", to_dict(model_config)) | flatten("train.", to_dict(train_config))
@@ -60,7 +69,14 @@ def main() -> None:
             registry.end_run(uri, run_id, status="FAILED")
             raise
         registry.end_run(uri, run_id)
-        report = {"mlflow_run_id": run_id, "tracking_uri": uri, "data_hash": data_hash, **vars(result)}
+        report = {
+            "variant": ns.variant,
+            "seed": ns.seed,
+            "mlflow_run_id": run_id,
+            "tracking_uri": uri,
+            "data_hash": data_hash,
+            **vars(result),
+        }
         ns.report.parent.mkdir(parents=True, exist_ok=True)
         ns.report.write_text(json.dumps(report, indent=2) + "\n")
     finally:

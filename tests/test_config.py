@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from bdirnet.config import ConfigError, LossConfig, ModelConfig, TrainConfig, load_params, to_dict
+from bdirnet.config import ConfigError, LossConfig, ModelConfig, TrainConfig, load_params, load_variant, to_dict
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -82,3 +82,49 @@ class TestLoadParams:
         assert (baseline.said, baseline.sair, baseline.global_residual) == (False, False, False)
         assert baseline.width_channels == 32
         assert ModelConfig.transfer_baseline().width_channels == ModelConfig().width_channels
+
+
+class TestLoadVariant:
+    def params(self) -> dict[str, object]:
+        data: dict[str, object] = yaml.safe_load((REPO / "params.yaml").read_text())
+        return data
+
+    def test_every_repo_variant_loads(self) -> None:
+        study = load_params("study", REPO / "params.yaml")
+        for variant in study.variants:
+            model, train = load_variant(REPO / "params.yaml", variant, study.seeds[-1])
+            assert train.run_name == variant and train.seed == study.seeds[-1]
+            assert model.width_channels == load_params("model", REPO / "params.yaml").width_channels
+
+    def test_transfer_overrides(self) -> None:
+        model, train = load_variant(REPO / "params.yaml", "transfer", 0)
+        assert (model.said, model.sair, model.global_residual) == (False, False, False)
+        assert train.loss.latent_weight == 0.0 and train.loss.autoencode_weight == 0.0
+        assert train.loss.latent_loss == load_params("train", REPO / "params.yaml").loss.latent_loss  # the rest kept
+        residual, _ = load_variant(REPO / "params.yaml", "transfer_residual", 0)
+        assert residual.global_residual is True
+
+    def test_unknown_variant_and_seed(self, tmp_path: Path) -> None:
+        path = write(tmp_path, self.params())
+        with pytest.raises(ConfigError, match=r"params.yaml: variant 'nope' is not in study.variants"):
+            load_variant(path, "nope", 0)
+        with pytest.raises(ConfigError, match=r"params.yaml: seed 7 is not in study.seeds"):
+            load_variant(path, "bdirnet", 7)
+
+    def test_bad_override_named(self, tmp_path: Path) -> None:
+        data = self.params()
+        data["variants"]["no_said"] = {"model": {"sadi": False}}  # type: ignore[index]
+        with pytest.raises(ConfigError, match=r"variants.no_said over model: unknown key.*'sadi'"):
+            load_variant(write(tmp_path, data), "no_said", 0)
+        data["variants"]["no_said"] = {"optimizer": {}}  # type: ignore[index]
+        with pytest.raises(ConfigError, match=r"variants.no_said: unknown key.*'optimizer'"):
+            load_variant(write(tmp_path, data), "no_said", 0)
+        del data["variants"]["no_said"]  # type: ignore[attr-defined]
+        with pytest.raises(ConfigError, match=r"variants.no_said: missing"):
+            load_variant(write(tmp_path, data), "no_said", 0)
+
+    def test_study_section_checked(self, tmp_path: Path) -> None:
+        data = self.params()
+        data["study"]["promote_variant"] = "other"  # type: ignore[index]
+        with pytest.raises(ConfigError, match=r"promote_variant 'other' is not in study.variants"):
+            load_params("study", write(tmp_path, data))

@@ -63,6 +63,20 @@ class TestLatentComparison:
         term = objective.latent_term(model.forward_train(image, image), image)
         assert term is not None and float(term.detach()) == pytest.approx(0.0, abs=1e-5)
 
+    def test_latent_min_level_compares_only_the_deeper_levels(self) -> None:
+        model = BDIRNet(TINY)
+        deep = BDIRNetObjective(model, LossConfig(latent_warmup_steps=0, latent_min_level=1))
+        assert len(deep.predictors) == TINY.levels  # levels 1..L, no head for the full-resolution skip
+        sharp = torch.rand(2, 3, 16, 16)
+        blurred = sharp.clone()
+        blurred[..., :2, :2] = 0.0  # a change the full-resolution level sees
+        outputs = model.forward_train(blurred, sharp)
+        every = BDIRNetObjective(model, LossConfig(latent_warmup_steps=0))
+        term_all, term_deep = every.latent_term(outputs, sharp), deep.latent_term(outputs, sharp)
+        assert term_all is not None and term_deep is not None and float(term_deep) != float(term_all)
+        with pytest.raises(ValueError, match=r"latent_min_level 3 > model\.levels 2"):
+            BDIRNetObjective(model, LossConfig(latent_min_level=3))
+
     def test_infonce_prefers_matching_pairs(self) -> None:
         codes = torch.randn(4, 16)
         assert float(infonce_loss(codes, codes)) < float(infonce_loss(codes, codes.roll(1, dims=0)))

@@ -20,6 +20,7 @@ VENV_BIN = Path(sys.executable).parent
 TINY_PARAMS: dict[str, dict[str, Any]] = {
     # Test split: astronaut, ihc, brick (textured); the default split tests on smooth photos (moon, retina)
     # whose blurred input is already near 40 dB, which a seconds-long training cannot beat.
+    "study": {"seeds": [0]},  # every variant of params.yaml, one seed
     "ingest": {"split_salt": "83:"},
     "pairs": {"patch_px": 48, "train_patches_per_image": 160, "val_patches_per_image": 8, "test_crop_px": 64,
               "test_crops_per_side": 2, "batch_rows": 64, "num_actors": 1},

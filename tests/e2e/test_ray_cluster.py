@@ -71,7 +71,8 @@ def test_train_job_on_two_nodes_with_s3_storage(
     aws = {k: os.environ[k] for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION")}
     storage_env = {"BDIRNET_STORAGE": "s3://bdirnet-test/cluster", "AWS_ENDPOINT_URL": s3_endpoint, **aws}
     env = project_env(workdir, ray_tmp, **storage_env)
-    for script, args in (("bundle", ["--out", "data/raw/skimage"]), ("ingest", ["--out", "data/ingested"]),
+    for script, args in (("bundle", ["--out", "data/raw/skimage", "--real-blur-out", "data/raw/real_blur"]),
+                         ("ingest", ["--out", "data/ingested"]),
                          ("pairs", ["--ingested", "data/ingested", "--out", "data/pairs"])):  # fmt: skip
         run(["python", f"pipelines/{script}.py", *args], workdir, env)
 

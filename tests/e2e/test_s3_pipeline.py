@@ -17,14 +17,15 @@ from .conftest import TINY_PARAMS, make_project, merge, project_env, run
 pytestmark = pytest.mark.slow
 
 STAGES = {
-    "bundle": ["python", "pipelines/bundle.py", "--out", "data/raw/skimage"],
+    "bundle": ["python", "pipelines/bundle.py", "--out", "data/raw/skimage", "--real-blur-out", "data/raw/real_blur"],
     "ingest": ["python", "pipelines/ingest.py", "--out", "data/ingested"],
     "pairs": ["python", "pipelines/pairs.py", "--ingested", "data/ingested", "--out", "data/pairs"],
-    "train": ["python", "pipelines/train.py", "--pairs", "data/pairs", "--report", "reports/train.json"],
+    "train": ["python", "pipelines/train.py", "--variant", "bdirnet", "--seed", "0", "--pairs", "data/pairs",
+              "--report", "reports/train.json"],
     "register": ["python", "pipelines/register.py", "--train-report", "reports/train.json",
                  "--report", "reports/registered.json"],
     "evaluate": ["python", "pipelines/evaluate.py", "--pairs", "data/pairs", "--registered", "reports/registered.json",
-                 "--report", "reports/eval.json", "--plots", "reports/robustness.csv", "--images", "reports/images"],
+                 "--real-blur", "data/raw/real_blur", "--report", "reports/eval.json", "--images", "reports/images"],
 }  # fmt: skip
 
 

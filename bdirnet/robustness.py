@@ -1,0 +1,255 @@
+"""The robustness study's summary: every learned variant (over its seeds) and every classical reference, per blur
+family, with the in-family / held-out groups, the seed spread, the BDIRNet-vs-foil comparisons, the picture
+grids and the promotion gate.
+
+Aggregation: a variant's per-image PSNR/SSIM is first averaged over its seeds (every seed scores the same test
+pairs), then the family mean and the standard deviation over images are taken; ``seed_psnr`` keeps each seed's
+own family mean, and a group's ``seed_spread_db`` is max - min of its per-seed group means. A difference smaller
+than the larger seed spread of the two sides is a tie, not a win.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bdirnet.config import EvaluateConfig, StudyConfig
+
+GROUPS = (("in_family", False), ("held_out", True))
+FOILS = ("transfer", "transfer_residual")
+CLASSICAL_NOTES = {
+    "blurred": "the blurred input",
+    "wiener_oracle": "Wiener with the true kernel: an oracle upper bound for the uniform families, not blind",
+    "richardson_lucy": "Richardson-Lucy (scikit-image, 30 iterations) with the true kernel: an oracle, not blind",
+}
+
+
+def run_dir(runs_root: Path, variant: str, seed: int) -> Path:
+    """Where the train/register/evaluate stages of one study run write (``<variant>-s<seed>``)."""
+    return runs_root / f"{variant}-s{seed}"
+
+
+def load_run_reports(runs_root: Path, study: StudyConfig) -> dict[str, list[dict[str, Any]]]:
+    """variant -> the eval reports of its seeds, in ``study.seeds`` order; a missing or broken one is an error."""
+    out: dict[str, list[dict[str, Any]]] = {}
+    for variant in study.variants:
+        for seed in study.seeds:
+            path = run_dir(runs_root, variant, seed) / "eval.json"
+            try:
+                report = json.loads(path.read_text())
+            except (OSError, json.JSONDecodeError) as error:
+                raise ValueError(f"{path}: cannot read the eval report of {variant} seed {seed} ({error})") from None
+            if "families" not in report:
+                raise ValueError(f"{path}: not an eval report (no 'families')")
+            out.setdefault(variant, []).append(report)
+    return out
+
+
+def _family_row(per_seed: Sequence[Mapping[str, Any]], where: str) -> dict[str, Any]:
+    """One family of one method: per-image values averaged over seeds, then mean/std over images."""
+    ids = sorted(per_seed[0]["images"])
+    for row in per_seed[1:]:
+        if sorted(row["images"]) != ids:
+            raise ValueError(f"{where}: seeds were scored on different test pairs")
+    values = np.array([[row["images"][i] for i in ids] for row in per_seed], dtype=np.float64)  # (S, N, 2)
+    per_image = values.mean(axis=0)
+    return {
+        "held_out": bool(per_seed[0]["held_out"]),
+        "n": len(ids),
+        "psnr": round(float(per_image[:, 0].mean()), 3),
+        "psnr_std": round(float(per_image[:, 0].std()), 3),
+        "ssim": round(float(per_image[:, 1].mean()), 4),
+        "ssim_std": round(float(per_image[:, 1].std()), 4),
+        "seed_psnr": [round(float(v), 3) for v in values[:, :, 0].mean(axis=1)],
+    }
+
+
+def summarise(reports: Sequence[Mapping[str, Any]], seeds: Sequence[int], where: str) -> dict[str, Any]:
+    """One variant (its seeds' eval reports) or one classical method (a single report, ``seeds=[]``)."""
+    families = {
+        family: _family_row([r["families"][family] for r in reports], f"{where}: {family}")
+        for family in reports[0]["families"]
+    }
+    groups: dict[str, Any] = {}
+    for group, held_out in GROUPS:
+        members = [row for row in families.values() if row["held_out"] is held_out]
+        if not members:
+            continue
+        seed_means = np.mean([row["seed_psnr"] for row in members], axis=0)
+        groups[group] = {
+            "psnr": round(float(np.mean([row["psnr"] for row in members])), 3),
+            "ssim": round(float(np.mean([row["ssim"] for row in members])), 4),
+            "seed_psnr": [round(float(v), 3) for v in seed_means],
+            "seed_spread_db": round(float(seed_means.max() - seed_means.min()), 3),
+        }
+    return {
+        "params": int(reports[0].get("parameters", 0)),
+        "seconds_per_image": round(float(np.mean([r["seconds_per_image"] for r in reports])), 5),
+        "seeds": list(seeds),
+        "versions": [r["model"]["version"] for r in reports if "model" in r],
+        "families": families,
+        **groups,
+    }
+
+
+def build(
+    runs: Mapping[str, Sequence[Mapping[str, Any]]],
+    classical: Mapping[str, Mapping[str, Any]],
+    study: StudyConfig,
+    held_out_families: Sequence[str],
+) -> dict[str, Any]:
+    """The machine-readable report: ``variants`` (learned and classical), gains, gaps and comparisons."""
+    variants: dict[str, Any] = {}
+    for name, reports in runs.items():
+        variants[name] = summarise(reports, study.seeds, name) | {"kind": "learned"}
+    for name, report in classical.items():
+        variants[name] = summarise([report], [], name) | {"kind": "classical", "note": CLASSICAL_NOTES.get(name, "")}
+    if "blurred" not in variants:
+        raise ValueError("the classical report has no 'blurred' method: the gains need the blurred input")
+    blurred = variants["blurred"]
+    for row in variants.values():
+        for group, _ in GROUPS:
+            if group in row:
+                row[group]["gain_db"] = round(row[group]["psnr"] - blurred[group]["psnr"], 3)
+        if "in_family" in row and "held_out" in row:
+            row["held_out_minus_in_family_db"] = round(row["held_out"]["psnr"] - row["in_family"]["psnr"], 3)
+            row["held_out_minus_in_family_gain_db"] = round(row["held_out"]["gain_db"] - row["in_family"]["gain_db"], 3)
+    return {
+        "seeds": list(study.seeds),
+        "held_out_families": list(held_out_families),
+        "variants": variants,
+        "comparisons": compare(variants, study.promote_variant),
+    }
+
+
+def compare(variants: Mapping[str, Any], ours: str) -> dict[str, Any]:
+    """``ours`` against each foil per group: the difference, the noise (larger seed spread), and a verdict."""
+    out: dict[str, Any] = {}
+    if ours not in variants:
+        return out
+    for foil in FOILS:
+        if foil not in variants:
+            continue
+        entry: dict[str, Any] = {}
+        for group, _ in GROUPS:
+            if group not in variants[ours]:
+                continue
+            diff = variants[ours][group]["psnr"] - variants[foil][group]["psnr"]
+            noise = max(variants[ours][group]["seed_spread_db"], variants[foil][group]["seed_spread_db"])
+            verdict = "tie" if abs(diff) <= noise else ("win" if diff > 0 else "loss")
+            entry[group] = {"diff_db": round(diff, 3), "seed_spread_db": round(noise, 3), "verdict": verdict}
+        out[f"{ours}_vs_{foil}"] = entry
+    return out
+
+
+def decide(challenger: Mapping[str, Any], champion: Mapping[str, Any] | None, gate: EvaluateConfig) -> tuple[bool, str]:
+    """The promotion gate on robustness: held-out mean PSNR must beat the champion's by more than
+    ``min_held_out_gain_db`` and the in-family mean may drop by at most ``max_in_family_drop_db``.
+    Both arguments hold ``in_family``/``held_out`` group means with a ``psnr`` key."""
+    if champion is None:
+        return True, "promoted: no champion yet"
+    held_gain = challenger["held_out"]["psnr"] - champion["held_out"]["psnr"]
+    in_drop = champion["in_family"]["psnr"] - challenger["in_family"]["psnr"]
+    ok = held_gain > gate.min_held_out_gain_db and in_drop <= gate.max_in_family_drop_db
+    verdict = "promoted" if ok else "kept the champion"
+    return ok, (
+        f"{verdict}: held-out mean {held_gain:+.2f} dB vs champion (needs > {gate.min_held_out_gain_db:+.2f}), "
+        f"in-family mean {-in_drop:+.2f} dB (may drop at most {gate.max_in_family_drop_db:.2f})"
+    )
+
+
+def _pm(row: Mapping[str, Any], key: str = "psnr", digits: int = 2) -> str:
+    return f"{row[key]:.{digits}f} ± {row[key + '_std']:.{digits}f}"
+
+
+def render_markdown(report: Mapping[str, Any], promotion: Mapping[str, Any], title: str) -> str:
+    """``reports/robustness.md``: the variant × family matrix, the groups, the comparisons, costs, pictures."""
+    variants = report["variants"]
+    families = list(next(iter(variants.values()))["families"])
+    held = set(report["held_out_families"])
+    heads = [f"{f} ({'held-out' if f in held else 'in-family'})" for f in families]
+    lines = [f"# {title}", ""]
+    lines += [
+        f"Seeds per learned variant: {report['seeds']}. PSNR (dB) and SSIM are mean ± std over test images",
+        "(each image's value first averaged over seeds); held-out families were never seen in training. The Wiener and",
+        "Richardson-Lucy rows use the *true* kernel of every pair: oracle upper bounds, not blind methods.",
+        "",
+        "## PSNR, variant × blur family",
+        "",
+        "| variant | " + " | ".join(heads) + " | in-family | held-out | held-out − in-family (gain) |",
+        "|---|" + "---|" * (len(families) + 3),
+    ]
+    for name, row in variants.items():
+        cells = [_pm(row["families"][f]) for f in families]
+        lines.append(
+            f"| {name} | " + " | ".join(cells)
+            + f" | {row['in_family']['psnr']:.2f} ({row['in_family']['gain_db']:+.2f})"
+            + f" | {row['held_out']['psnr']:.2f} ({row['held_out']['gain_db']:+.2f})"
+            + f" | {row['held_out_minus_in_family_gain_db']:+.2f} |"
+        )  # fmt: skip
+    lines += ["", "Group cells: mean PSNR (gain over the blurred input).", "", "## SSIM, variant × blur family", ""]
+    lines += ["| variant | " + " | ".join(heads) + " | in-family | held-out |", "|---|" + "---|" * (len(families) + 2)]
+    for name, row in variants.items():
+        cells = [_pm(row["families"][f], "ssim", 3) for f in families]
+        lines.append(
+            f"| {name} | " + " | ".join(cells) + f" | {row['in_family']['ssim']:.3f} | {row['held_out']['ssim']:.3f} |"
+        )
+    lines += [
+        "",
+        "## Seeds, cost",
+        "",
+        "| variant | seeds | in-family per seed | held-out per seed | spread (in / held-out) | parameters "
+        "| ms per image |",
+    ]
+    lines += ["|---|---|---|---|---|---|---|"]
+    for name, row in variants.items():
+        per_seed = [" / ".join(f"{v:.2f}" for v in row[g]["seed_psnr"]) or "—" for g in ("in_family", "held_out")]
+        spread = f"{row['in_family']['seed_spread_db']:.2f} / {row['held_out']['seed_spread_db']:.2f}"
+        lines.append(
+            f"| {name} | {row['seeds'] or '—'} | {per_seed[0]} | {per_seed[1]} | {spread} | {row['params']:,} "
+            f"| {1000 * row['seconds_per_image']:.1f} |"
+        )  # fmt: skip
+    lines += ["", "## BDIRNet against the transfer networks", ""]
+    lines += ["| comparison | group | difference (dB) | seed spread (dB) | verdict |", "|---|---|---|---|---|"]
+    for name, groups in report["comparisons"].items():
+        for group, entry in groups.items():
+            lines.append(
+                f"| {name} | {group} | {entry['diff_db']:+.2f} | {entry['seed_spread_db']:.2f} | {entry['verdict']} |"
+            )
+    lines += ["", "A difference within the larger seed spread of the two sides is a tie.", "", "## Promotion", ""]
+    lines += [f"- candidate: {promotion['candidate']}", f"- champion before: {promotion['champion_before']}"]
+    lines += [f"- {promotion['decision']}", "", "## Pictures", ""]
+    lines += [f"![{f}](robustness/{f}.png)" for f in families]
+    lines += ["", "Real motion blur (scikit-image `clock_motion.png`, no ground truth):", ""]
+    lines += [f"![{name}](robustness/{name}.png)" for name in promotion.get("real_grids", [])]
+    return "\n".join(lines) + "\n"
+
+
+def picture_grid(columns: Sequence[tuple[str, np.ndarray]], label_px: int = 14) -> np.ndarray:
+    """Images side by side (same height), each under a text label, as one (H + label, sum W, 3) uint8 array."""
+    from PIL import Image, ImageDraw
+
+    height = max(image.shape[0] for _, image in columns)
+    width = sum(image.shape[1] for _, image in columns) + 2 * (len(columns) - 1)
+    canvas = Image.new("RGB", (width, height + label_px + 4), (255, 255, 255))
+    draw = ImageDraw.Draw(canvas)
+    left = 0
+    for label, image in columns:
+        canvas.paste(Image.fromarray(image), (left, label_px + 4))
+        draw.text((left + 2, 1), label, fill=(0, 0, 0))
+        left += image.shape[1] + 2
+    return np.asarray(canvas)
+
+
+def read_image(path: Path) -> np.ndarray:
+    """A saved PNG as (H, W, 3) uint8, naming the file when it is missing."""
+    from PIL import Image
+
+    if not path.is_file():
+        raise ValueError(f"{path}: missing picture (rerun the stage that writes it)")
+    with Image.open(path) as handle:
+        return np.asarray(handle.convert("RGB"))

@@ -1,0 +1,175 @@
+"""Design pilot: train several model/objective attempts for the same number of steps on the pipeline's train
+pairs and score them side by side on the *validation* images under every blur family (held-out ones included).
+
+The test split is never read. Validation pairs only hold the training families, so the held-out families are
+synthesised here from the validation pairs' sharp patches with :func:`bdirnet.degrade.degrade` (fixed seeds).
+Each attempt is one plain PyTorch loop (no Ray), bf16 autocast + channels_last, same seed, same batches, and is
+logged as an MLflow run tagged ``attempt=<name>`` in the ``bdirnet-design`` experiment.
+
+Run (after ``dvc repro pairs``): ``.venv/bin/python bench/design_pilot.py --steps 360 [--attempts a,b,...]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow.parquet as pq
+import torch
+
+from bdirnet import BDIRNet
+from bdirnet.config import ModelConfig, TrainConfig, load_params
+from bdirnet.degrade import FAMILIES, degrade
+from bdirnet.engine import build_optimizer, train_step
+from bdirnet.losses import BDIRNetObjective
+from bdirnet.metrics import psnr
+from bdirnet.pairs import decode_png
+
+# name -> (model overrides, loss overrides)
+ATTEMPTS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
+    "bdirnet": ({}, {}),
+    "bdirnet_residual": ({"global_residual": True}, {}),
+    "bdirnet_deep_latent": ({}, {"latent_min_level": 1}),
+    "bdirnet_latent_0.5": ({}, {"latent_weight": 0.5}),
+    "transfer": ({"said": False, "sair": False}, {"latent_weight": 0.0, "autoencode_weight": 0.0}),
+    "transfer_residual": (
+        {"said": False, "sair": False, "global_residual": True},
+        {"latent_weight": 0.0, "autoencode_weight": 0.0},
+    ),
+}
+
+
+def load_split(root: Path, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+    rows = pq.read_table(root / split, columns=["pair_id", "sharp", "blurred"]).to_pylist()
+    rows.sort(key=lambda row: row["pair_id"])
+
+    def stack(column: str) -> torch.Tensor:
+        images = np.stack([decode_png(row[column]) for row in rows])
+        return torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255.0
+
+    return stack("sharp"), stack("blurred")
+
+
+def validation_set(sharp: torch.Tensor, noise_sigma_max: float) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """Every family applied to the validation patches, fixed seeds (not the pipeline's test split)."""
+    out = {}
+    for index, family in enumerate(FAMILIES):
+        blurred, _ = degrade(sharp, family, seed=9000 + index, noise_sigma_max=noise_sigma_max)
+        out[family] = (sharp, blurred)
+    return out
+
+
+def score(model: BDIRNet, val: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> dict[str, dict[str, float]]:
+    model.eval()
+    out = {}
+    with torch.no_grad():
+        for family, (sharp, blurred) in val.items():
+            restored = torch.cat([model(blurred[i : i + 16]) for i in range(0, len(blurred), 16)]).clamp(0, 1)
+            out[family] = {
+                "psnr": float(psnr(restored, sharp).mean()),
+                "blurred_psnr": float(psnr(blurred, sharp).mean()),
+            }
+    return out
+
+
+def run_attempt(
+    name: str,
+    base_model: ModelConfig,
+    base_train: TrainConfig,
+    data: tuple[torch.Tensor, torch.Tensor],
+    val: dict[str, tuple[torch.Tensor, torch.Tensor]],
+    steps: int,
+    batch: int,
+) -> dict[str, Any]:
+    model_overrides, loss_overrides = ATTEMPTS[name]
+    model_config = dataclasses.replace(base_model, **model_overrides)
+    loss = dataclasses.replace(base_train.loss, **loss_overrides)
+    train_config = dataclasses.replace(base_train, loss=loss, batch_size=batch)
+    torch.manual_seed(base_train.seed)
+    model = BDIRNet(model_config).to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    objective = BDIRNetObjective(model, loss)
+    optimizer, scheduler = build_optimizer(model, objective, train_config, steps)
+    sharp_all, blurred_all = data
+    order = torch.randperm(len(sharp_all), generator=torch.Generator().manual_seed(base_train.seed))
+    started = time.perf_counter()
+    for step in range(steps):
+        index = order[(step * batch) % len(order) : (step * batch) % len(order) + batch]
+        if len(index) < batch:
+            index = order[:batch]
+        sharp = sharp_all[index].contiguous(memory_format=torch.channels_last)
+        blurred = blurred_all[index].contiguous(memory_format=torch.channels_last)
+        train_step(model, objective, optimizer, blurred, sharp, step, bf16=True, grad_clip_norm=1.0)
+        scheduler.step()
+    seconds = time.perf_counter() - started
+    families = score(model, val)
+    return {"attempt": name, "steps": steps, "batch": batch, "seconds": round(seconds, 1), "families": families}
+
+
+def summarise(result: dict[str, Any], held_out: tuple[str, ...]) -> dict[str, float]:
+    fams = result["families"]
+    groups = {"in_family": [f for f in fams if f not in held_out], "held_out": [f for f in fams if f in held_out]}
+    return {
+        group: float(np.mean([fams[f]["psnr"] - fams[f]["blurred_psnr"] for f in members]))
+        for group, members in groups.items()
+    }
+
+
+def log_to_mlflow(result: dict[str, Any], gains: dict[str, float]) -> None:
+    import mlflow
+
+    from bdirnet import registry
+
+    uri = registry.tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_experiment("bdirnet-design")
+    with mlflow.start_run(run_name=result["attempt"], tags={"attempt": result["attempt"], "kind": "design_pilot"}):
+        mlflow.log_params({"steps": result["steps"], "batch": result["batch"]})
+        for family, values in result["families"].items():
+            mlflow.log_metric(f"val_{family}_gain_db", values["psnr"] - values["blurred_psnr"])
+        for group, gain in gains.items():
+            mlflow.log_metric(f"val_{group}_gain_db", gain)
+        mlflow.log_metric("train_seconds", result["seconds"])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--pairs", type=Path, default=Path("data/pairs"))
+    parser.add_argument("--params", type=Path, default=Path("params.yaml"))
+    parser.add_argument("--steps", type=int, default=360)
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--attempts", default=",".join(ATTEMPTS))
+    parser.add_argument("--out", type=Path, default=Path("reports/design_pilot.jsonl"))
+    parser.add_argument("--no-mlflow", action="store_true")
+    args = parser.parse_args()
+    names = [n.strip() for n in args.attempts.split(",") if n.strip()]
+    unknown = sorted(set(names) - set(ATTEMPTS))
+    if unknown:
+        raise SystemExit(f"error: unknown attempts {unknown}; choose from {sorted(ATTEMPTS)}")
+    base_model, base_train = load_params("model", args.params), load_params("train", args.params)
+    degrade_config = load_params("degrade", args.params)
+    data = load_split(args.pairs, "train")
+    val_sharp, _ = load_split(args.pairs, "val")
+    val = validation_set(val_sharp, degrade_config.noise_sigma_max)
+    print(f"{len(data[0])} train pairs, {len(val_sharp)} val patches x {len(FAMILIES)} families")
+    print(f"{'attempt':<22} {'in-family':>9} {'held-out':>9} {'s':>6}  " + " ".join(f"{f:>10}" for f in FAMILIES))
+    for name in names:
+        result = run_attempt(name, base_model, base_train, data, val, args.steps, args.batch)
+        gains = summarise(result, degrade_config.held_out_families)
+        result["gains"] = gains
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        with args.out.open("a") as handle:
+            handle.write(json.dumps(result) + "\n")
+        if not args.no_mlflow:
+            log_to_mlflow(result, gains)
+        per_family = " ".join(f"{v['psnr'] - v['blurred_psnr']:>+10.2f}" for v in result["families"].values())
+        print(f"{name:<22} {gains['in_family']:>+9.2f} {gains['held_out']:>+9.2f} {result['seconds']:>6.0f}  "
+              f"{per_family}", flush=True)  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
