@@ -194,17 +194,16 @@ class PairsConfig:
 
 @dataclass(frozen=True)
 class EvaluateConfig:
-    """Promotion gate (``evaluate`` section): ``champion`` moves to the challenger only when its held-out mean
-    PSNR beats the champion's by more than ``min_held_out_gain_db`` and its in-family mean is not worse by
-    more than ``max_in_family_drop_db`` (both measured on the same test pairs)."""
+    """Promotion gate (``evaluate`` section, applied by the ``robustness`` stage): ``champion`` moves to the
+    candidate only when its held-out mean PSNR beats the champion's by more than ``min_held_out_gain_db`` and
+    its in-family mean is not worse by more than ``max_in_family_drop_db`` (both on the same test pairs)."""
 
     min_held_out_gain_db: float = 0.0
     max_in_family_drop_db: float = 0.2
-    images_per_family: int = 1
 
     def __post_init__(self) -> None:
-        if self.max_in_family_drop_db < 0 or self.images_per_family < 0:
-            raise ConfigError("evaluate.max_in_family_drop_db and evaluate.images_per_family must be >= 0")
+        if self.max_in_family_drop_db < 0:
+            raise ConfigError("evaluate.max_in_family_drop_db must be >= 0")
 
 
 @dataclass(frozen=True)
@@ -395,6 +394,24 @@ def load_variant(path: str | Path, variant: str, seed: int) -> tuple[ModelConfig
     train_data = _overlay(data["train"], overrides.get("train", {})) | {"seed": seed, "run_name": variant}
     train = from_mapping(TrainConfig, train_data, f"{where} train")
     return model, train
+
+
+def set_param_arguments(path: str | Path) -> list[str]:
+    """A YAML file of overrides (same layout as ``params.yaml``) as ``dvc exp run`` arguments:
+    ``["-S", "study.seeds=[0]", "-S", "train.max_epochs=1", ...]`` (lists in Hydra's ``[a,b]`` syntax)."""
+    import json
+
+    def leaves(prefix: str, value: Any) -> list[str]:
+        if isinstance(value, Mapping):
+            if not value:
+                raise ConfigError(f"{path}: {prefix or 'the file'} is an empty mapping; give leaf values")
+            return [item for key, sub in value.items() for item in leaves(f"{prefix}{key}.", sub)]
+        text = json.dumps(value).replace(" ", "") if isinstance(value, list | bool) else str(value)
+        if isinstance(value, str):
+            text = value
+        return ["-S", f"{prefix[:-1]}={text}"]
+
+    return leaves("", read_params_file(path))
 
 
 def to_dict(config: object) -> dict[str, Any]:

@@ -229,6 +229,21 @@ def render_markdown(report: Mapping[str, Any], promotion: Mapping[str, Any], tit
     return "\n".join(lines) + "\n"
 
 
+def format_matrix(report: Mapping[str, Any]) -> str:
+    """The PSNR matrix for the console: one row per variant, one column per family, then the group gains."""
+    variants = report["variants"]
+    families = list(next(iter(variants.values()))["families"])
+    held = set(report["held_out_families"])
+    heads = [f"{f[:10]}{'*' if f in held else ''}" for f in families]
+    lines = [f"{'PSNR dB':<18}" + "".join(f"{h:>12}" for h in heads) + f"{'in-family':>11}{'held-out*':>11}"]
+    for name, row in variants.items():
+        cells = "".join(f"{row['families'][f]['psnr']:>12.2f}" for f in families)
+        groups = "".join(f"{row[g]['gain_db']:>+11.2f}" for g in ("in_family", "held_out"))
+        lines.append(f"{name:<18}{cells}{groups}")
+    lines.append("* held out; group columns: gain over the blurred input (dB)")
+    return "\n".join(lines)
+
+
 def picture_grid(columns: Sequence[tuple[str, np.ndarray]], label_px: int = 14) -> np.ndarray:
     """Images side by side (same height), each under a text label, as one (H + label, sum W, 3) uint8 array."""
     from PIL import Image, ImageDraw

@@ -36,6 +36,9 @@ ATTEMPTS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     "bdirnet_residual": ({"global_residual": True}, {}),
     "bdirnet_deep_latent": ({}, {"latent_min_level": 1}),
     "bdirnet_latent_0.5": ({}, {"latent_weight": 0.5}),
+    "bdirnet_infonce": ({}, {"latent_loss": "infonce"}),
+    "bdirnet_fft_0.05": ({}, {"fft_weight": 0.05}),
+    "bdirnet_no_autoencode": ({}, {"autoencode_weight": 0.0}),
     "transfer": ({"said": False, "sair": False}, {"latent_weight": 0.0, "autoencode_weight": 0.0}),
     "transfer_residual": (
         {"said": False, "sair": False, "global_residual": True},
