@@ -404,7 +404,7 @@ def set_param_arguments(path: str | Path) -> list[str]:
     def leaves(prefix: str, value: Any) -> list[str]:
         if isinstance(value, Mapping):
             if not value:
-                raise ConfigError(f"{path}: {prefix or 'the file'} is an empty mapping; give leaf values")
+                raise ConfigError(f"{path}: {prefix[:-1] or 'the file'} is an empty mapping; give leaf values")
             return [item for key, sub in value.items() for item in leaves(f"{prefix}{key}.", sub)]
         text = json.dumps(value).replace(" ", "") if isinstance(value, list | bool) else str(value)
         if isinstance(value, str):

@@ -128,3 +128,15 @@ class TestLoadVariant:
         data["study"]["promote_variant"] = "other"  # type: ignore[index]
         with pytest.raises(ConfigError, match=r"promote_variant 'other' is not in study.variants"):
             load_params("study", write(tmp_path, data))
+
+
+def test_quick_overrides_become_dvc_set_params(tmp_path: Path) -> None:
+    from bdirnet.config import set_param_arguments
+
+    assert set_param_arguments(REPO / "params.quick.yaml") == [
+        "-S", "study.seeds=[0]", "-S", "pairs.train_patches_per_image=128", "-S", "train.max_epochs=2",
+    ]  # fmt: skip
+    path = write(tmp_path, {"model": {"said": False}, "degrade": {"train_families": ["motion", "gaussian"]}})
+    assert set_param_arguments(path) == ["-S", 'degrade.train_families=["motion","gaussian"]', "-S", "model.said=false"]
+    with pytest.raises(ConfigError, match=r"params.yaml: model is an empty mapping"):
+        set_param_arguments(write(tmp_path, {"model": {}}))
