@@ -109,6 +109,11 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         start_epoch, step, best_val_psnr = state["epoch"] + 1, state["step"], state["best_val_psnr"]
         if rank == 0:
             print(f"[train] resuming from epoch {start_epoch} (step {step}, best val PSNR {best_val_psnr:.2f})")
+        if start_epoch >= train_config.max_epochs:
+            raise ValueError(
+                f"run {loop_config.get('run_name', '')} already trained {start_epoch} epochs >= train.max_epochs "
+                f"{train_config.max_epochs}: raise max_epochs to train on (the run name ignores max_epochs)"
+            )
 
     device = ray.train.torch.get_device()
     memory_format = torch.channels_last if train_config.channels_last else torch.contiguous_format
@@ -254,6 +259,7 @@ def fit(
             "train": to_dict(train_config),
             "steps_per_epoch": steps_per_epoch,
             "threads_per_worker": cpus,
+            "run_name": name,
             "tracking_uri": tracking_uri,
             "mlflow_run_id": mlflow_run_id,
         },
