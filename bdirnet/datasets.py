@@ -52,19 +52,23 @@ def skimage_data_dir() -> Path:
     return Path(skimage.__file__).parent / "data"
 
 
-def bundle_skimage_photos(destination: Path) -> list[Path]:
-    """Copy the bundled natural photos from the installed scikit-image into ``destination``."""
+def copy_skimage_files(names: tuple[str, ...], destination: Path) -> list[Path]:
+    """Copy files of the installed scikit-image's ``data`` folder into ``destination``."""
     source = skimage_data_dir()
     destination.mkdir(parents=True, exist_ok=True)
     copied = []
-    for name in BUNDLED_PHOTOS:
+    for name in names:
         path = source / name
         if not path.is_file():
             raise FileNotFoundError(f"{path}: scikit-image does not ship this photo (version mismatch?)")
-        target = destination / name
-        shutil.copyfile(path, target)
-        copied.append(target)
+        shutil.copyfile(path, destination / name)
+        copied.append(destination / name)
     return copied
+
+
+def bundle_skimage_photos(destination: Path) -> list[Path]:
+    """Copy the bundled natural photos from the installed scikit-image into ``destination``."""
+    return copy_skimage_files(BUNDLED_PHOTOS, destination)
 
 
 REAL_BLUR_PHOTOS = ("clock_motion.png",)
@@ -72,16 +76,7 @@ REAL_BLUR_PHOTOS = ("clock_motion.png",)
 
 def bundle_real_blur_photos(destination: Path) -> list[Path]:
     """Copy the real blurred photos scikit-image ships (no ground truth; viewed, never scored or trained on)."""
-    source = skimage_data_dir()
-    destination.mkdir(parents=True, exist_ok=True)
-    copied = []
-    for name in REAL_BLUR_PHOTOS:
-        path = source / name
-        if not path.is_file():
-            raise FileNotFoundError(f"{path}: scikit-image does not ship this photo (version mismatch?)")
-        shutil.copyfile(path, destination / name)
-        copied.append(destination / name)
-    return copied
+    return copy_skimage_files(REAL_BLUR_PHOTOS, destination)
 
 
 @dataclass
