@@ -370,7 +370,9 @@ def load_variant(path: str | Path, variant: str, seed: int) -> tuple[ModelConfig
             entry under ``variants``, or an override key is unknown or of the wrong type.
     """
     data = read_params_file(path)
-    study = load_params("study", path)
+    if "study" not in data:
+        raise ConfigError(f"{path}: missing section 'study'")
+    study = from_mapping(StudyConfig, data["study"], f"{path}: study")
     if variant not in study.variants:
         raise ConfigError(f"{path}: variant {variant!r} is not in study.variants {list(study.variants)}")
     if seed not in study.seeds:
@@ -406,9 +408,7 @@ def set_param_arguments(path: str | Path) -> list[str]:
             if not value:
                 raise ConfigError(f"{path}: {prefix[:-1] or 'the file'} is an empty mapping; give leaf values")
             return [item for key, sub in value.items() for item in leaves(f"{prefix}{key}.", sub)]
-        text = json.dumps(value).replace(" ", "") if isinstance(value, list | bool) else str(value)
-        if isinstance(value, str):
-            text = value
+        text = json.dumps(value, separators=(",", ":")) if isinstance(value, list | bool) else str(value)
         return ["-S", f"{prefix[:-1]}={text}"]
 
     return leaves("", read_params_file(path))

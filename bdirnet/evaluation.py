@@ -177,12 +177,6 @@ def seconds_per_image(restore: Callable[[torch.Tensor], torch.Tensor], image: to
     return float(np.median(times))
 
 
-def to_uint8(image: torch.Tensor) -> np.ndarray:
-    """``(1, C, H, W)`` float in [0, 1] -> ``(H, W, 3)`` uint8 (grayscale repeated)."""
-    array = (image[0].clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
-    return np.repeat(array, 3, axis=2) if array.shape[2] == 1 else array
-
-
 REAL_BLUR_SUFFIXES = (".png", ".jpg", ".jpeg")
 
 
@@ -203,12 +197,6 @@ def load_png(path: Path) -> torch.Tensor:
     except (OSError, UnidentifiedImageError) as error:
         raise ValueError(f"{path}: cannot read the image ({error})") from None
     return _to_tensor(image)
-
-
-def image_row(blurred: torch.Tensor, restored: torch.Tensor, sharp: torch.Tensor) -> np.ndarray:
-    """blurred | restored | sharp side by side, (H, 3W, 3) uint8."""
-    tiles = torch.cat([blurred[0], restored[0], sharp[0]], dim=-1)
-    return (tiles.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
 
 
 def save_png(image: np.ndarray, path: Path) -> None:

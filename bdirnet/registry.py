@@ -177,5 +177,6 @@ def version_params(uri: str, version: str) -> dict[str, str]:
 
 
 def start_run(uri: str, experiment_id: str, run_name: str, tags: dict[str, str]) -> str:
-    """A new finished-later run (e.g. the robustness report of one study); returns its id."""
+    """Create a run that is not tied to a Ray run (e.g. one study's robustness report); returns its id.
+    End it with :func:`end_run`."""
     return str(_client(uri).create_run(experiment_id, run_name=run_name, tags=tags).info.run_id)

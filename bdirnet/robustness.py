@@ -166,9 +166,11 @@ def _pm(row: Mapping[str, Any], key: str = "psnr", digits: int = 2) -> str:
     return f"{row[key]:.{digits}f} ± {row[key + '_std']:.{digits}f}"
 
 
-def render_markdown(report: Mapping[str, Any], promotion: Mapping[str, Any], title: str) -> str:
-    """``reports/robustness.md``: the variant × family matrix, the groups, the comparisons, costs, pictures."""
+def render_markdown(report: Mapping[str, Any], title: str) -> str:
+    """``reports/robustness.md``: the variant × family matrix, the groups, the comparisons, costs, pictures (and
+    the promotion, when the report has one)."""
     variants = report["variants"]
+    promotion = report.get("promotion", {"candidate": "—", "champion_before": None, "decision": "not applied"})
     families = list(next(iter(variants.values()))["families"])
     held = set(report["held_out_families"])
     heads = [f"{f} ({'held-out' if f in held else 'in-family'})" for f in families]

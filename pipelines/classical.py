@@ -32,8 +32,8 @@ from bdirnet.evaluation import (
     real_blur_photos,
     save_png,
     seconds_per_image,
-    to_uint8,
 )
+from bdirnet.pairs import to_uint8
 from bdirnet.runtime import stage_location
 
 METHODS: dict[str, Callable[[torch.Tensor, dict[str, Any]], torch.Tensor]] = {
@@ -60,7 +60,7 @@ def main() -> None:
         scores = evaluate_restorer(pairs, restore, degrade.held_out_families)
         families = {family: s.summary(per_image=True) for family, s in scores.items()}
         for family, pair in pictures.items():
-            save_png(to_uint8(restore(pair.blurred, pair.params).clamp(0, 1)), ns.images / name / f"{family}.png")
+            save_png(to_uint8(restore(pair.blurred, pair.params))[0], ns.images / name / f"{family}.png")
         timed = next(iter(pictures.values()))
         seconds = seconds_per_image(lambda image, p=timed.params, r=restore: r(image, p), timed.blurred, repeats=3)
         methods[name] = {
@@ -73,9 +73,9 @@ def main() -> None:
         }
         print(format_table(families, f"{name} on {len(pairs)} test pairs"))
     for family, pair in pictures.items():
-        save_png(to_uint8(pair.sharp), ns.images / "sharp" / f"{family}.png")
+        save_png(to_uint8(pair.sharp)[0], ns.images / "sharp" / f"{family}.png")
     for photo in real_blur_photos(ns.real_blur):
-        save_png(to_uint8(load_png(photo)), ns.images / "blurred" / f"real_{photo.stem}.png")
+        save_png(to_uint8(load_png(photo))[0], ns.images / "blurred" / f"real_{photo.stem}.png")
     ns.report.parent.mkdir(parents=True, exist_ok=True)
     ns.report.write_text(json.dumps({"methods": methods}, indent=2) + "\n")
 

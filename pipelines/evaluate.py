@@ -26,9 +26,9 @@ from bdirnet.evaluation import (
     real_blur_photos,
     save_png,
     seconds_per_image,
-    to_uint8,
 )
 from bdirnet.model import count_parameters
+from bdirnet.pairs import to_uint8
 from bdirnet.runtime import stage_location
 
 
@@ -60,9 +60,9 @@ def main() -> None:
 
     pictures = picture_pairs(pairs)
     for family, pair in pictures.items():
-        save_png(to_uint8(model(pair.blurred)), ns.images / f"{family}.png")
+        save_png(to_uint8(model(pair.blurred))[0], ns.images / f"{family}.png")
     for photo in real_blur_photos(ns.real_blur):
-        save_png(to_uint8(model(load_png(photo))), ns.images / f"real_{photo.stem}.png")
+        save_png(to_uint8(model(load_png(photo)))[0], ns.images / f"real_{photo.stem}.png")
     timed = next(iter(pictures.values())).blurred
     seconds = seconds_per_image(model, timed)
 

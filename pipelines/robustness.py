@@ -114,7 +114,7 @@ def main() -> None:
     report["promotion"] = promotion
     ns.report.parent.mkdir(parents=True, exist_ok=True)
     ns.report.write_text(json.dumps(report, indent=2) + "\n")
-    ns.markdown.write_text(render_markdown(report, promotion, "Robustness study: BDIRNet vs the transfer networks"))
+    ns.markdown.write_text(render_markdown(report, "Robustness study: BDIRNet vs the transfer networks"))
     with ns.plots.open("w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["cell", "variant", "family", "held_out", "psnr", "psnr_std", "ssim"])

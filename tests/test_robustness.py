@@ -56,7 +56,9 @@ def test_build_gains_gaps_and_verdicts() -> None:
     assert variants["bdirnet"]["held_out_minus_in_family_db"] == pytest.approx(2.0)
     assert report["comparisons"]["bdirnet_vs_transfer"]["held_out"]["verdict"] == "win"
     assert report["comparisons"]["bdirnet_vs_transfer_residual"]["held_out"]["verdict"] == "tie"  # 0.1 < 0.6
-    markdown = render_markdown(report, {"candidate": "c", "champion_before": None, "decision": "d"}, "T")
+    markdown = render_markdown(
+        report | {"promotion": {"candidate": "c", "champion_before": None, "decision": "d"}}, "T"
+    )
     assert (
         "| bdirnet | 22.00 ± 0.82" in markdown
         and "| bdirnet_vs_transfer_residual | held_out | +0.10 | 0.60 | tie |" in markdown
