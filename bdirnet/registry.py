@@ -8,6 +8,8 @@ aliases (``challenger``, ``champion``), never by the deprecated stages.
 from __future__ import annotations
 
 import os
+import urllib.parse
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +17,12 @@ import numpy as np
 
 MODEL_NAME = "bdirnet"
 EXPERIMENT = "bdirnet"
+WEIGHTS_TAG = "weights_sha256"  # a version's identity: the SHA-256 of the weights file it was logged from
+
+
+class RegistryError(ValueError):
+    """The tracking server lacks what a report names (a bad input for the stage that reads the report); the message
+    says which server and what fixes it."""
 
 
 def tracking_uri(repo_root: Path | None = None) -> str:
@@ -25,6 +33,22 @@ def tracking_uri(repo_root: Path | None = None) -> str:
         return value
     root = (repo_root or Path.cwd()).resolve()
     return f"sqlite:///{root / 'mlflow.db'}"
+
+
+def redact_uri(uri: str, repo_root: Path | None = None) -> str:
+    """``uri`` safe to commit: no user, password or query (tokens), and a SQLite file under the repository as a
+    relative ``sqlite:///<path>`` (SQLAlchemy reads three slashes as relative), else only its file name."""
+    parsed = urllib.parse.urlsplit(uri)
+    if parsed.scheme.startswith("sqlite"):
+        path = Path(parsed.path[1:] if parsed.path.startswith("/") else parsed.path)
+        root = (repo_root or Path.cwd()).resolve()
+        if path.is_absolute():
+            path = path.relative_to(root) if path.is_relative_to(root) else Path("<outside the repository>") / path.name
+        return f"{parsed.scheme}:///{path.as_posix()}"
+    host = parsed.hostname or ""
+    if parsed.port is not None:
+        host = f"{host}:{parsed.port}"
+    return urllib.parse.urlunsplit((parsed.scheme, host, parsed.path, "", ""))
 
 
 def _client(uri: str) -> Any:
@@ -133,6 +157,94 @@ def log_and_register_model(uri: str, run_id: str, model: Any, code_path: Path, t
         client.set_model_version_tag(MODEL_NAME, version, key, value)
     client.set_registered_model_alias(MODEL_NAME, "challenger", version)
     return version
+
+
+@dataclass(frozen=True)
+class Registration:
+    """Where a weights file lives in the current registry: its version and the run it was logged into."""
+
+    version: str
+    run_id: str
+    created: bool  # False: the version was already there and nothing new was written
+
+
+def version_for_weights(uri: str, weights_sha256: str) -> tuple[str, str] | None:
+    """(version, run id) of the ``bdirnet`` version tagged with this weights hash, the newest if several."""
+    from mlflow.exceptions import MlflowException
+
+    client = _client(uri)
+    try:
+        found = client.search_model_versions(f"name = '{MODEL_NAME}' and tags.{WEIGHTS_TAG} = '{weights_sha256}'")
+    except MlflowException as error:
+        if error.error_code == "RESOURCE_DOES_NOT_EXIST":
+            return None
+        raise
+    if not found:
+        return None
+    newest = max(found, key=lambda v: int(v.version))
+    return str(newest.version), str(newest.run_id)
+
+
+def run_exists(uri: str, run_id: str) -> bool:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        run = _client(uri).get_run(run_id)
+    except MlflowException:
+        return False
+    return str(run.info.lifecycle_stage) == "active"
+
+
+def ensure_registered(
+    uri: str,
+    weights_sha256: str,
+    build_model: Any,
+    code_path: Path,
+    tags: dict[str, str],
+    run_id: str | None,
+    run_name: str,
+    params: dict[str, Any],
+    extra_artifact: Path | None = None,
+) -> Registration:
+    """Make sure the registry holds a version of ``bdirnet`` for this weights file (tag ``weights_sha256``).
+
+    Already there: nothing is written. Else the model (``build_model()``, called only then) is logged and
+    registered into ``run_id`` when that run exists on this server (the training run), or into a new run named
+    ``run_name`` with ``params`` (a fresh tracking store, e.g. after ``dvc pull`` on another machine).
+    ``extra_artifact`` (the weights file itself) is logged beside the model.
+    """
+    existing = version_for_weights(uri, weights_sha256)
+    if existing is not None:
+        return Registration(version=existing[0], run_id=existing[1], created=False)
+    if run_id is None or not run_exists(uri, run_id):
+        experiment_id = ensure_experiment(uri, artifact_root=Path("mlartifacts"))
+        run_id = start_run(uri, experiment_id, run_name, {"ray_run_name": run_name, "registered_from": "weights"}
+                           | {k: v for k, v in tags.items() if k in ("variant", "seed", "data_hash")})  # fmt: skip
+        log_params(uri, run_id, params)
+        end_run(uri, run_id)
+    if extra_artifact is not None:
+        log_artifact(uri, run_id, extra_artifact, "weights")
+    version = log_and_register_model(uri, run_id, build_model(), code_path, tags | {WEIGHTS_TAG: weights_sha256})
+    return Registration(version=version, run_id=run_id, created=True)
+
+
+def require_version(uri: str, version: str, weights_sha256: str | None = None, where: str = "") -> None:
+    """Fail with one line naming the server and the fix when ``bdirnet`` version ``version`` is not there (or is
+    there, but logged from other weights than the report names)."""
+    from mlflow.exceptions import MlflowException
+
+    fix = "run `dvc repro` (its register stages re-register every run's weights file from models/)"
+    try:
+        tags = dict(_client(uri).get_model_version(MODEL_NAME, version).tags)
+    except MlflowException:
+        raise RegistryError(
+            f"{where}: the tracking server {redact_uri(uri)} has no version {version} of {MODEL_NAME!r}; {fix}"
+        ) from None
+    if weights_sha256 is not None and tags.get(WEIGHTS_TAG) not in (None, weights_sha256):
+        raise RegistryError(
+            f"{where}: version {version} of {MODEL_NAME!r} on {redact_uri(uri)} holds other weights "
+            f"({tags.get(WEIGHTS_TAG, '?')[:12]}, expected {weights_sha256[:12]}); {fix}"
+        )
 
 
 def load_model(uri: str, version: str) -> Any:

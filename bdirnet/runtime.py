@@ -22,6 +22,38 @@ def stage_location(local: Path, name: str) -> str:
     return join_uri(root, name) if root else str(local.resolve())
 
 
+def portable_location(location: str) -> str:
+    """``location`` as it may be recorded in a git-tracked report: a local path under the repository (the working
+    directory) made relative to it, one under a local ``BDIRNET_STORAGE`` as ``$BDIRNET_STORAGE/...``; a URI
+    (``s3://...``) names shared storage and is kept. Never an absolute path of this machine."""
+    if "://" in location:
+        return location
+    path = Path(location)
+    if not path.is_absolute():
+        return path.as_posix()
+    storage = os.environ.get("BDIRNET_STORAGE", "").strip()
+    if storage and "://" not in storage and path.is_relative_to(Path(storage).resolve()):
+        return f"$BDIRNET_STORAGE/{path.relative_to(Path(storage).resolve()).as_posix()}"
+    root = Path.cwd().resolve()
+    if path.is_relative_to(root):
+        return path.relative_to(root).as_posix()
+    raise ValueError(
+        f"{location}: outside the repository and BDIRNET_STORAGE; pass a folder under the repository or set "
+        "BDIRNET_STORAGE so that reports hold no machine-specific paths"
+    )
+
+
+def resolve_location(recorded: str) -> str:
+    """The inverse of :func:`portable_location` on this machine (``$BDIRNET_STORAGE`` expanded)."""
+    prefix = "$BDIRNET_STORAGE/"
+    if recorded.startswith(prefix):
+        storage = os.environ.get("BDIRNET_STORAGE", "").strip()
+        if not storage:
+            raise ValueError(f"{recorded}: recorded under BDIRNET_STORAGE, which is not set here")
+        return join_uri(storage, recorded[len(prefix) :])
+    return recorded
+
+
 def join_uri(root: str, *parts: str) -> str:
     """Join a local path or a URI with ``/``."""
     return "/".join([root.rstrip("/"), *[p.strip("/") for p in parts]])

@@ -101,7 +101,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as directory:
-            state = torch.load(Path(directory) / CHECKPOINT_FILE, map_location="cpu", weights_only=False)
+            state = torch.load(Path(directory) / CHECKPOINT_FILE, map_location="cpu", weights_only=True)
         model.load_state_dict(state["model"])
         objective.load_state_dict(state["objective"])
         optimizer.load_state_dict(state["optimizer"])
@@ -303,7 +303,7 @@ def load_checkpoint_model(checkpoint_dir: str) -> BDIRNet:
 
     with ray.train.Checkpoint(checkpoint_dir).as_directory() as directory:
         config = json.loads((Path(directory) / CONFIG_FILE).read_text())
-        state = torch.load(Path(directory) / CHECKPOINT_FILE, map_location="cpu", weights_only=False)
+        state = torch.load(Path(directory) / CHECKPOINT_FILE, map_location="cpu", weights_only=True)
     model = BDIRNet(from_mapping(ModelConfig, config["model"], f"{checkpoint_dir}/{CONFIG_FILE}"))
     model.load_state_dict(state["model"])
     return model.eval()

@@ -18,7 +18,8 @@ def parser(description: str | None) -> argparse.ArgumentParser:
 
 
 def stage_main(run: Callable[[], T]) -> Callable[[], T]:
-    """Run a stage; a bad input (ValueError/FileNotFoundError, naming the file) exits 2 with one clear line."""
+    """Run a stage; a bad input (ValueError/FileNotFoundError, naming the file; also a registry that lacks what a
+    report names, naming the server and the fix) exits 2 with one clear line."""
 
     @functools.wraps(run)
     def wrapper() -> T:

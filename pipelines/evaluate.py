@@ -49,6 +49,7 @@ def main() -> None:
         raise ValueError(f"{ns.registered}: not a register report ({error!r})") from None
     pairs = list(read_test_pairs(f"{stage_location(ns.pairs, 'pairs')}/test"))
     uri = registry.tracking_uri()
+    registry.require_version(uri, version, registered.get("weights_sha256"), where=str(ns.registered))
     torch.set_grad_enabled(False)
     model = registry.load_model(uri, version)
 
@@ -71,6 +72,7 @@ def main() -> None:
         "seed": registered.get("seed"),
         "model": {"name": registry.MODEL_NAME, "version": version},
         "run_id": run_id,
+        "weights_sha256": registered.get("weights_sha256"),
         "parameters": count_parameters(model),
         "seconds_per_image": round(seconds, 5),
         "timed_image_hw": list(timed.shape[-2:]),

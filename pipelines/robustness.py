@@ -65,6 +65,10 @@ def main() -> None:
     uri = registry.tracking_uri()
     candidate = max(runs[study.promote_variant], key=lambda r: float(r["best_val_psnr"] or float("-inf")))
     version = candidate["model"]["version"]
+    for reports in runs.values():
+        for run_report in reports:
+            where = f"{ns.runs}/{run_report['variant']}-s{run_report['seed']}/eval.json"
+            registry.require_version(uri, run_report["model"]["version"], run_report.get("weights_sha256"), where)
     champion_before = registry.alias_version(uri, "champion")
     champion = None
     if champion_before is not None and champion_before != version:

@@ -1,5 +1,10 @@
 """Stage `train@<variant>-<seed>`: Ray Train TorchTrainer over the pair shards for one study run, tracked in one
-MLflow run (tags ``variant`` and ``seed``)."""
+MLflow run (tags ``variant`` and ``seed``).
+
+Writes ``--weights`` (``models/<variant>-s<seed>.pt``: the best checkpoint's state_dict, ModelConfig and run
+meta, see :mod:`bdirnet.weights`; a DVC output, so a clone without it reruns this stage) and ``--report``
+(``train.json``, git-tracked: paths relative to the repository or ``$BDIRNET_STORAGE``, the tracking URI
+without credentials)."""
 
 from __future__ import annotations
 
@@ -11,9 +16,10 @@ from _common import parser, stage_main
 
 from bdirnet import registry
 from bdirnet.config import load_variant, to_dict
-from bdirnet.runtime import init_ray, shutdown_ray, stage_location
+from bdirnet.runtime import init_ray, portable_location, shutdown_ray, stage_location
 from bdirnet.storage_hash import folder_digest
-from bdirnet.training import fit, run_name
+from bdirnet.training import fit, load_checkpoint_model, run_name
+from bdirnet.weights import save_weights
 
 
 def git_commit() -> str:
@@ -40,9 +46,12 @@ def main() -> None:
     args.add_argument("--seed", type=int, default=0, help="a seed in study.seeds")
     args.add_argument("--pairs", type=Path, required=True, help="local pairs folder (default storage)")
     args.add_argument("--checkpoints", type=Path, default=Path("checkpoints"), help="default Ray storage_path")
+    args.add_argument("--weights", type=Path, required=True, help="models/<variant>-s<seed>.pt (DVC output)")
     args.add_argument("--report", type=Path, required=True, help="reports/runs/<variant>-s<seed>/train.json")
     ns = args.parse_args()
-    ns.report = ns.report.resolve()  # a job's working dir may be gone by the time the report is written
+    # A job's working dir may be gone by the time the outputs are written.
+    ns.report, ns.weights = ns.report.resolve(), ns.weights.resolve()
+    repo_root = Path.cwd().resolve()
     model_config, train_config = load_variant(ns.params, ns.variant, ns.seed)
     pairs_root = stage_location(ns.pairs, "pairs")
     storage_path = stage_location(ns.checkpoints, "checkpoints")
@@ -58,9 +67,8 @@ def main() -> None:
         "attempt": "study",
     }
     run_id = registry.find_or_start_run(uri, experiment_id, name, tags)
-    registry.log_params(
-        uri, run_id, flatten("model.", to_dict(model_config)) | flatten("train.", to_dict(train_config))
-    )
+    params = flatten("model.", to_dict(model_config)) | flatten("train.", to_dict(train_config))
+    registry.log_params(uri, run_id, params)
     init_ray()
     try:
         try:
@@ -69,13 +77,30 @@ def main() -> None:
             registry.end_run(uri, run_id, status="FAILED")
             raise
         registry.end_run(uri, run_id)
+        meta = {
+            "variant": ns.variant,
+            "seed": ns.seed,
+            "run_name": name,
+            "data_hash": data_hash,
+            "git_commit": tags["git_commit"],
+            "best_val_psnr": result.best_val_psnr,
+            "epochs": result.epochs,
+            "params": params,
+        }
+        weights_sha256 = save_weights(ns.weights, load_checkpoint_model(result.best_checkpoint), meta)
         report = {
             "variant": ns.variant,
             "seed": ns.seed,
             "mlflow_run_id": run_id,
-            "tracking_uri": uri,
+            "tracking_uri": registry.redact_uri(uri, repo_root),
             "data_hash": data_hash,
+            "weights": ns.weights.relative_to(repo_root).as_posix()
+            if ns.weights.is_relative_to(repo_root)
+            else ns.weights.name,
+            "weights_sha256": weights_sha256,
             **vars(result),
+            "best_checkpoint": portable_location(result.best_checkpoint),
+            "latest_checkpoint": portable_location(result.latest_checkpoint),
         }
         ns.report.parent.mkdir(parents=True, exist_ok=True)
         ns.report.write_text(json.dumps(report, indent=2) + "\n")

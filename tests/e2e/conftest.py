@@ -86,6 +86,26 @@ def make_project(root: Path, params_override: dict[str, Any]) -> Path:
     return workdir
 
 
+def clone_project(source: Path, dest: Path, params_override: dict[str, Any] | None = None) -> Path:
+    """A real `git clone` of ``source`` (the project's own repository at HEAD, committed dvc.lock and all) at
+    ``dest``, sharing this test run's .venv (stamped, so scripts/setup.sh skips) and, when given, with
+    ``params_override`` merged into its params.yaml."""
+    env = project_env(source, "/tmp")
+    run(["git", "clone", "-q", str(source), str(dest)], source, env)
+    for key, value in (("user.email", "test@bdirnet.local"), ("user.name", "test")):
+        run(["git", "config", key, value], dest, env)
+    (dest / ".venv").symlink_to(VENV_BIN.parent, target_is_directory=True)
+    if params_override:
+        params = merge(yaml.safe_load((dest / "params.yaml").read_text()), params_override)
+        (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    return dest
+
+
+def clone_env(workdir: Path, ray_tmp: str, **extra: str) -> dict[str, str]:
+    """The environment of a command run in a clone: its own code first (not the editable install's)."""
+    return project_env(workdir, ray_tmp, PYTHONPATH=str(workdir), **extra)
+
+
 @pytest.fixture(scope="session")
 def ray_tmp() -> Iterator[str]:
     """A short, private Ray session folder (socket paths must stay under ~100 characters)."""

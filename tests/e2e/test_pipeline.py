@@ -1,9 +1,14 @@
-"""The real study, end to end: `dvc repro` in a temporary git repo with real Ray, MLflow (SQLite) and DVC, every
-variant of params.yaml on tiny params and one seed, then `dvc exp run` resuming one run with more epochs."""
+"""The README's run command, end to end, the way a new user meets it: a real `git clone` of this repository at
+HEAD (committed dvc.lock and all) with tiny params, then `bash scripts/study.sh` with real Ray, MLflow (SQLite)
+and DVC. Then the three ways in: a repro right after is a no-op; a second clone that `dvc pull`s the finished
+study from a shared DVC remote retrains nothing and re-registers every run into its empty tracking store; and
+`dvc exp run` resumes one run with more epochs."""
 
 from __future__ import annotations
 
 import json
+import re
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -14,8 +19,9 @@ import yaml
 
 from bdirnet import registry
 from bdirnet.degrade import FAMILIES
+from bdirnet.weights import file_sha256, load_weights
 
-from .conftest import REPO, TINY_PARAMS, make_project, project_env, run
+from .conftest import REPO, TINY_PARAMS, clone_env, clone_project, run
 
 pytestmark = pytest.mark.slow
 
@@ -23,20 +29,41 @@ VARIANTS = yaml.safe_load((REPO / "params.yaml").read_text())["study"]["variants
 CLASSICAL = ["blurred", "wiener_oracle", "richardson_lucy"]
 
 
+def ran_stages(output: str) -> set[str]:
+    return set(re.findall(r"Running stage '([^']+)'", output))
+
+
+def dvc_status(workdir: Path, env: dict[str, str]) -> dict[str, Any]:
+    return dict(json.loads(run(["dvc", "status", "--json"], workdir, env).stdout or "{}"))
+
+
 @pytest.fixture(scope="module")
 def study(tmp_path_factory: pytest.TempPathFactory, ray_tmp: str) -> dict[str, Any]:
-    root = tmp_path_factory.mktemp("e2e")
-    workdir = make_project(root, TINY_PARAMS)
-    env = project_env(workdir, ray_tmp)
-    first = run(["dvc", "repro"], workdir, env, timeout=1500)
+    root = tmp_path_factory.mktemp("clones")
+    workdir = clone_project(REPO, root / "first", TINY_PARAMS)
+    env = clone_env(workdir, ray_tmp)
+    first = run(["bash", "scripts/study.sh"], workdir, env, timeout=2400)
     robustness = json.loads((workdir / "reports/robustness.json").read_text())
     registered = {v: json.loads((workdir / f"reports/runs/{v}-s0/registered.json").read_text()) for v in VARIANTS}
     again = run(["dvc", "repro"], workdir, env)
-    status = run(["dvc", "status"], workdir, env)
+    status = dvc_status(workdir, env)
+    # Share the finished study: a DVC remote both clones reach, the lock and reports in git.
+    run(["dvc", "remote", "add", "-d", "shared", str(root / "shared-dvc-remote")], workdir, env)
+    run(["git", "add", "-A"], workdir, env)
+    run(["git", "commit", "-qm", "tiny study"], workdir, env)
+    pushed = run(["dvc", "push"], workdir, env)
+    # A colleague: a clone of that commit, an empty SQLite tracking store, `dvc pull`, the run command.
+    second = clone_project(workdir, root / "second")
+    second_env = clone_env(second, ray_tmp)
+    status_before_pull = dvc_status(second, second_env)
+    run(["dvc", "pull"], second, second_env)
+    pulled = run(["bash", "scripts/study.sh"], second, second_env, timeout=1200)
     # Train one run more: `dvc exp run -S` reruns its train (resuming from the checkpoint), register, evaluate.
     exp = run(["dvc", "exp", "run", "-S", "train.max_epochs=3", "evaluate@bdirnet-0"], workdir, env, timeout=900)
     return {"workdir": workdir, "first": first, "robustness": robustness, "registered": registered, "again": again,
-            "status": status, "exp": exp, "uri": f"sqlite:///{workdir / 'mlflow.db'}"}  # fmt: skip
+            "status": status, "pushed": pushed, "second": second, "status_before_pull": status_before_pull,
+            "pulled": pulled, "exp": exp, "uri": f"sqlite:///{workdir / 'mlflow.db'}",
+            "second_uri": f"sqlite:///{second / 'mlflow.db'}"}  # fmt: skip
 
 
 def test_report_has_every_variant_by_family_cell(study: dict[str, Any]) -> None:
@@ -101,10 +128,78 @@ def test_first_study_promotes_the_bdirnet_run(study: dict[str, Any]) -> None:
     assert "robustness/robustness.md" in artifacts and "robustness/robustness" in artifacts
 
 
+def test_the_run_command_finishes_in_a_fresh_clone(study: dict[str, Any]) -> None:
+    output = study["first"].stdout + study["first"].stderr
+    for variant in VARIANTS:
+        assert f"train@{variant}-0" in ran_stages(output), f"train@{variant}-0 was skipped:\n{output[-3000:]}"
+    assert "study:" in output and "| bdirnet |" in output  # the matrix printed by `bdirnet table`
+    workdir = study["workdir"]
+    for variant in VARIANTS:
+        _, meta = load_weights(workdir / f"models/{variant}-s0.pt")
+        assert meta["variant"] == variant and meta["seed"] == 0
+        assert study["registered"][variant]["weights_sha256"] == file_sha256(workdir / f"models/{variant}-s0.pt")
+
+
+def test_git_tracked_reports_hold_no_machine_paths(study: dict[str, Any]) -> None:
+    workdir = study["workdir"]
+    tracked = run(["git", "ls-files", "reports"], workdir, clone_env(workdir, "/tmp")).stdout.split()
+    texts = {name: (workdir / name).read_text() for name in tracked if name.endswith((".json", ".md", ".csv"))}
+    assert any(name.endswith("train.json") for name in texts)
+    for name, text in texts.items():
+        assert str(workdir) not in text and str(workdir.parent) not in text, name
+    train = json.loads((workdir / "reports/runs/bdirnet-s0/train.json").read_text())
+    assert train["tracking_uri"] == "sqlite:///mlflow.db"
+    assert train["best_checkpoint"].startswith("checkpoints/") and train["weights"] == "models/bdirnet-s0.pt"
+
+
 def test_second_repro_is_a_no_op(study: dict[str, Any]) -> None:
     again = study["again"].stdout
-    assert "Running stage" not in again, again
-    assert "up to date" in study["status"].stdout.lower()
+    # Only the registry checks run (always_changed), and each finds its version and writes nothing new.
+    assert ran_stages(again) == {f"register@{v}-0" for v in VARIANTS}, again
+    assert again.count("already registered as bdirnet version") == len(VARIANTS)
+    assert set(study["status"]) == {f"register@{v}-0" for v in VARIANTS}, study["status"]
+    assert all(entry == ["always changed"] for entry in study["status"].values()), study["status"]
+
+
+def test_a_clone_without_the_models_does_not_skip_training(study: dict[str, Any]) -> None:
+    """The trap: a committed dvc.lock and git-tracked train.json must not make DVC skip a missing model."""
+    status = study["status_before_pull"]
+    for variant in VARIANTS:
+        changed = status[f"train@{variant}-0"]
+        assert {"changed outs": {f"models/{variant}-s0.pt": "deleted"}} in changed, changed
+
+
+def test_a_pulled_study_retrains_nothing_and_registers_into_the_fresh_store(study: dict[str, Any]) -> None:
+    output = study["pulled"].stdout + study["pulled"].stderr
+    ran = ran_stages(output)
+    assert not {s for s in ran if s.startswith(("train@", "bundle", "ingest", "pairs", "classical"))}, ran
+    assert {f"evaluate@{v}-0" for v in VARIANTS} <= ran and "robustness" in ran, ran
+    second, uri = study["second"], study["second_uri"]
+    for variant in VARIANTS:
+        registered = json.loads((second / f"reports/runs/{variant}-s0/registered.json").read_text())
+        evaluated = json.loads((second / f"reports/runs/{variant}-s0/eval.json").read_text())
+        weights = second / f"models/{variant}-s0.pt"
+        assert registered["weights_sha256"] == file_sha256(weights) == study["registered"][variant]["weights_sha256"]
+        assert registry.version_tags(uri, registered["version"])[registry.WEIGHTS_TAG] == file_sha256(weights)
+        assert evaluated["model"]["version"] == registered["version"] and evaluated["run_id"] == registered["run_id"]
+        assert registry.run_exists(uri, evaluated["run_id"])
+        assert not registry.run_exists(study["uri"], evaluated["run_id"])  # a run of the new store, not the old
+    assert registry.alias_version(uri, "champion") is not None
+
+
+def test_a_report_naming_a_missing_version_fails_with_one_line(study: dict[str, Any], tmp_path: Path) -> None:
+    workdir = study["workdir"]
+    env = clone_env(workdir, "/tmp", MLFLOW_TRACKING_URI=f"sqlite:///{tmp_path / 'empty.db'}")
+    result = subprocess.run(
+        ["python", "pipelines/evaluate.py", "--pairs", "data/pairs", "--real-blur", "data/raw/real_blur",
+         "--registered", "reports/runs/bdirnet-s0/registered.json", "--report", str(tmp_path / "eval.json"),
+         "--images", str(tmp_path / "images")],
+        cwd=workdir, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr[-3000:]
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "has no version" in lines[0] and "dvc repro" in lines[0], result.stderr[-3000:]
+    assert "empty.db" in lines[0] and "Traceback" not in result.stderr
 
 
 def test_exp_run_resumes_training_and_the_model_learns(study: dict[str, Any]) -> None:
@@ -118,7 +213,7 @@ def test_exp_run_resumes_training_and_the_model_learns(study: dict[str, Any]) ->
     output = study["exp"].stdout + study["exp"].stderr
     assert "resuming from epoch 1" in output
     assert "train@transfer-0" not in output  # only the targeted run's chain reruns
-    state = torch.load(Path(train["latest_checkpoint"]) / "state.pt", map_location="cpu", weights_only=False)
+    state = torch.load(workdir / train["latest_checkpoint"] / "state.pt", map_location="cpu", weights_only=True)
     steps = state["step"]
     assert state["epoch"] == 2 and steps > 0
     adam_steps = {float(s["step"]) for s in state["optimizer"]["state"].values()}

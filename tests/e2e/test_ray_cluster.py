@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from bdirnet import storage
+from bdirnet.weights import load_weights
 
 from ..s3server import free_port, group_alive, stop, wait_for_http
 from .conftest import TINY_PARAMS, VENV_BIN, make_project, merge, project_env, run
@@ -85,7 +86,8 @@ def test_train_job_on_two_nodes_with_s3_storage(
         submit = run_unchecked(
             [str(VENV_BIN / "ray"), "job", "submit", f"--address={cluster['dashboard']}", "--working-dir", ".",
              f"--runtime-env-json={json.dumps(runtime_env)}", "--",
-             "python", "pipelines/train.py", "--pairs", "data/pairs", "--report", str(tmp_path / "train.json")],
+             "python", "pipelines/train.py", "--pairs", "data/pairs", "--weights", str(tmp_path / "model.pt"),
+             "--report", str(tmp_path / "train.json")],
             workdir, project_env(workdir, ray_tmp), timeout=900,
         )  # fmt: skip
         if "No available agent" not in submit.stdout + submit.stderr:
@@ -96,6 +98,7 @@ def test_train_job_on_two_nodes_with_s3_storage(
     nodes = set(re.findall(r"\[train\] worker \d/2 on node (\w+)", output))
     assert len(nodes) == 2, f"Train workers ran on {len(nodes)} node(s):\n{output[-4000:]}"
     assert json.loads((tmp_path / "train.json").read_text())["best_checkpoint"].startswith("s3://")
+    assert load_weights(tmp_path / "model.pt")[1]["epochs"] == 1  # the weights file, written by the job
     objects = storage.list_objects("s3://bdirnet-test/cluster/checkpoints")
     assert any(key.endswith("/state.pt") for key in objects), objects
 
