@@ -3,8 +3,9 @@
 - :func:`wiener_deconvolve`: Wiener deconvolution in the Fourier domain, reflect-padded to tame the border,
   with a constant noise-to-signal ``balance``.
 - :func:`richardson_lucy`: Richardson-Lucy iterations (``skimage.restoration.richardson_lucy``) per channel.
-- :func:`oracle_restore`: either of them for one pair, given its degradation record. For ``nonuniform`` pairs
-  it deconvolves with both kernels and blends with the pair's own mask — an oracle that knows the blur field.
+- :func:`oracle_restore`: either of them for one pair, given its degradation record. For a spatially varying
+  family (``nonuniform``) it deconvolves with every component kernel and blends with the pair's own weight maps —
+  an oracle that knows the blur field.
 
 They bound what any method can gain on the uniform families when the kernel is known exactly; learned
 blind deblurring is compared against them, not judged by them.
@@ -18,7 +19,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from bdirnet.degrade import UNIFORM_FAMILIES, kernel_from_params, smooth_mask
+from bdirnet.degrade import blur_components, kernel_from_params
 
 
 def _psf_to_otf(kernel: Tensor, height: int, width: int) -> Tensor:
@@ -78,13 +79,11 @@ def oracle_restore(blurred: Tensor, params: dict[str, Any], method: Method = "wi
             return wiener_deconvolve(images, kernel)
         return richardson_lucy(images, kernel)
 
-    family = params.get("family")
-    if family in UNIFORM_FAMILIES:
-        return deconvolve(blurred, kernel_from_params(params))
-    if family == "nonuniform":
-        height, width = blurred.shape[-2:]
-        mask = smooth_mask(params["mask_cells"], params["mask_seed"], height, width, blurred.device)
-        first = deconvolve(blurred, kernel_from_params(params["kernel_a"]))
-        second = deconvolve(blurred, kernel_from_params(params["kernel_b"]))
-        return mask * first + (1.0 - mask) * second
-    raise ValueError(f"oracle_restore: unknown blur family {family!r} in the pair's params")
+    height, width = blurred.shape[-2:]
+    restored: Tensor | None = None
+    for component, weight in blur_components(params, height, width, blurred.device):
+        part = deconvolve(blurred, kernel_from_params(component))
+        part = part if weight is None else weight * part
+        restored = part if restored is None else restored + part
+    assert restored is not None
+    return restored

@@ -78,7 +78,7 @@ class LossConfig:
     ``latent_min_level .. levels`` (0 = the full-resolution skip, ``levels`` = the bottleneck only).
     """
 
-    autoencode_weight: float = 0.1
+    autoencode_weight: float = 0.0
     latent_weight: float = 0.1
     latent_loss: LatentLoss = "ema_cosine"
     latent_warmup_steps: int = 200
@@ -176,7 +176,7 @@ class PairsConfig:
     patch_px: int = 96
     train_patches_per_image: int = 256
     val_patches_per_image: int = 16
-    test_crop_px: int = 256
+    test_crop_px: int = 192
     test_crops_per_side: int = 2
     batch_rows: int = 64
     num_actors: int = 2
@@ -193,8 +193,8 @@ class PairsConfig:
 
 
 @dataclass(frozen=True)
-class EvaluateConfig:
-    """Promotion gate (``evaluate`` section, applied by the ``robustness`` stage): ``champion`` moves to the
+class PromotionConfig:
+    """The promotion gate (``promotion`` section, applied by the ``robustness`` stage): ``champion`` moves to the
     candidate only when its held-out mean PSNR beats the champion's by more than ``min_held_out_gain_db`` and
     its in-family mean is not worse by more than ``max_in_family_drop_db`` (both on the same test pairs)."""
 
@@ -203,7 +203,7 @@ class EvaluateConfig:
 
     def __post_init__(self) -> None:
         if self.max_in_family_drop_db < 0:
-            raise ConfigError("evaluate.max_in_family_drop_db must be >= 0")
+            raise ConfigError("promotion.max_in_family_drop_db must be >= 0")
 
 
 @dataclass(frozen=True)
@@ -236,7 +236,7 @@ class StudyConfig:
 
 SECTIONS: dict[str, type[Any]] = {
     "study": StudyConfig,
-    "evaluate": EvaluateConfig,
+    "promotion": PromotionConfig,
     "ingest": IngestConfig,
     "pairs": PairsConfig,
     "model": ModelConfig,

@@ -12,15 +12,17 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-import warnings
 import zlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image
 
 from bdirnet.config import IngestConfig
+from bdirnet.images import BadImage, decode_image_file
+
+__all__ = ["BadImage", "ingest_folder", "load_rgb8", "read_manifest", "split_of"]
 
 SPLITS = ("train", "val", "test")
 
@@ -101,10 +103,6 @@ class IngestReport:
         return {split: sum(r.split == split for r in self.images) for split in SPLITS}
 
 
-class BadImage(ValueError):
-    """A file that is not a usable photo; the message says why."""
-
-
 def split_of(name: str, rules: IngestConfig) -> str:
     """Deterministic split by ``crc32(split_salt + name) % 100``: test below test_percent, then val, then train.
 
@@ -119,82 +117,14 @@ def split_of(name: str, rules: IngestConfig) -> str:
     return "train"
 
 
-def _composite_on_white(image: Image.Image) -> Image.Image:
-    rgba = image.convert("RGBA")
-    background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-    return Image.alpha_composite(background, rgba).convert("RGB")
-
-
 def load_rgb8(path: Path, rules: IngestConfig) -> tuple[np.ndarray, list[str]]:
-    """Decode and validate one file into an 8-bit RGB array; returns the array and the conversions made.
+    """Decode and validate one file into an 8-bit RGB array (:func:`bdirnet.images.decode_image_file` with the
+    ingest rules); returns the array and the conversions made.
 
     Raises:
         BadImage: empty, not an image, truncated, too small, or too many pixels (decompression bomb).
     """
-    if path.stat().st_size == 0:
-        raise BadImage("empty file (0 bytes)")
-    notes: list[str] = []
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            previous_limit = Image.MAX_IMAGE_PIXELS
-            Image.MAX_IMAGE_PIXELS = rules.max_pixels
-            try:
-                with Image.open(path) as opened:
-                    width, height = opened.size
-                    if width * height > rules.max_pixels:
-                        raise BadImage(
-                            f"decompression bomb: {width}×{height} = {width * height:,} pixels "
-                            f"> max_pixels {rules.max_pixels:,}"
-                        )
-                    opened.load()
-                    image = opened.copy()
-            finally:
-                Image.MAX_IMAGE_PIXELS = previous_limit
-    except BadImage:
-        raise
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
-        raise BadImage(f"decompression bomb: {error}") from None
-    except UnidentifiedImageError:
-        raise BadImage("not an image (no decoder recognises it)") from None
-    except (OSError, SyntaxError, ValueError) as error:
-        raise BadImage(f"cannot decode ({error}); truncated or corrupt") from None
-
-    orientation = image.getexif().get(0x0112, 1)
-    if orientation not in (1, None):
-        image = ImageOps.exif_transpose(image)
-        notes.append(f"EXIF orientation {orientation} applied")
-    mode = image.mode
-    if mode in ("I;16", "I;16B", "I;16L", "I"):
-        array16 = np.asarray(image, dtype=np.float64)
-        peak = 65535.0 if array16.max() > 255 else 255.0
-        image = Image.fromarray(np.round(array16 / peak * 255.0).clip(0, 255).astype(np.uint8))
-        notes.append(f"{mode} ({'16' if peak > 255 else '32'}-bit) -> 8-bit")
-        mode = image.mode
-    if mode == "P":
-        has_alpha = "transparency" in image.info
-        image = _composite_on_white(image) if has_alpha else image.convert("RGB")
-        notes.append("palette -> RGB" + (" (transparency composited on white)" if has_alpha else ""))
-    elif mode in ("RGBA", "LA", "PA"):
-        image = _composite_on_white(image)
-        notes.append(f"{mode} -> RGB (alpha composited on white)")
-    elif mode == "CMYK":
-        image = image.convert("RGB")
-        notes.append("CMYK -> RGB")
-    elif mode in ("L", "1"):
-        image = image.convert("RGB")
-        notes.append(f"{mode} (grayscale) -> RGB")
-    elif mode != "RGB":
-        try:
-            image = image.convert("RGB")
-        except (ValueError, OSError) as error:
-            raise BadImage(f"unsupported pixel mode {mode!r} ({error})") from None
-        notes.append(f"{mode} -> RGB")
-
-    width, height = image.size
-    if min(width, height) < rules.min_side_px:
-        raise BadImage(f"too small: {width}×{height}, shorter side < min_side_px {rules.min_side_px}")
-    return np.asarray(image, dtype=np.uint8), notes
+    return decode_image_file(path, max_pixels=rules.max_pixels, min_side_px=rules.min_side_px)
 
 
 def _output_name(name: str) -> str:

@@ -31,6 +31,7 @@ from __future__ import annotations
 import math
 import zlib
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import kornia
@@ -38,12 +39,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-
-FAMILIES: tuple[str, ...] = ("motion", "gaussian", "shake", "defocus", "nonuniform")
-"""Every blur family the zoo knows, in a fixed order."""
-
-UNIFORM_FAMILIES: tuple[str, ...] = ("motion", "gaussian", "shake", "defocus")
-"""Families whose blur is one kernel for the whole image (a deconvolution oracle applies)."""
 
 Params = dict[str, Any]
 
@@ -79,25 +74,15 @@ def _draw_defocus(rng: np.random.Generator) -> Params:
     return {"radius_px": float(rng.uniform(2.0, 8.0))}
 
 
-_DRAW_UNIFORM: dict[str, Callable[[np.random.Generator], Params]] = {
-    "motion": _draw_motion,
-    "gaussian": _draw_gaussian,
-    "shake": _draw_shake,
-    "defocus": _draw_defocus,
-}
-
-
 def _draw_nonuniform(rng: np.random.Generator) -> Params:
     first, second = rng.choice(len(UNIFORM_FAMILIES), size=2, replace=False)
+    name_a, name_b = UNIFORM_FAMILIES[int(first)], UNIFORM_FAMILIES[int(second)]
     return {
-        "kernel_a": {"family": UNIFORM_FAMILIES[int(first)], **_DRAW_UNIFORM[UNIFORM_FAMILIES[int(first)]](rng)},
-        "kernel_b": {"family": UNIFORM_FAMILIES[int(second)], **_DRAW_UNIFORM[UNIFORM_FAMILIES[int(second)]](rng)},
+        "kernel_a": {"family": name_a, **BLUR_FAMILIES[name_a].draw(rng)},
+        "kernel_b": {"family": name_b, **BLUR_FAMILIES[name_b].draw(rng)},
         "mask_cells": int(rng.integers(2, 5)),
         "mask_seed": int(rng.integers(2**31)),
     }
-
-
-_DRAW: dict[str, Callable[[np.random.Generator], Params]] = {**_DRAW_UNIFORM, "nonuniform": _draw_nonuniform}
 
 
 def sample_params(
@@ -123,9 +108,10 @@ def sample_params(
     """
     _check_family(family)
     rng = family_rng(seed, family)
+    draw = BLUR_FAMILIES[family].draw
     params = []
     for _ in range(num_samples):
-        record: Params = {"family": family, **_DRAW[family](rng)}
+        record: Params = {"family": family, **draw(rng)}
         record["noise_sigma"] = float(rng.uniform(0.0, noise_sigma_max)) if noise_sigma_max > 0 else 0.0
         record["noise_seed"] = int(rng.integers(2**31))
         record["jpeg_quality"] = int(rng.integers(jpeg_quality_min, 96)) if jpeg_quality_min > 0 else None
@@ -227,18 +213,96 @@ def shake_kernel(kernel_px: int, trajectory_seed: int) -> Tensor:
     return torch.from_numpy(kernel / kernel.sum())
 
 
+def smooth_mask(mask_cells: int, mask_seed: int, height: int, width: int, device: torch.device) -> Tensor:
+    """A smooth random blend mask in [0, 1], ``(1, 1, H, W)``: a coarse random grid, upsampled bicubically."""
+    rng = np.random.default_rng(mask_seed)
+    grid = torch.from_numpy(rng.uniform(0.0, 1.0, size=(1, 1, mask_cells, mask_cells))).float().to(device)
+    mask = F.interpolate(grid, size=(height, width), mode="bicubic", align_corners=True)
+    return mask.clamp(0.0, 1.0)
+
+
+def _nonuniform_mixture(params: Params, height: int, width: int, device: torch.device) -> list[tuple[Params, Tensor]]:
+    mask = smooth_mask(int(params["mask_cells"]), int(params["mask_seed"]), height, width, device)
+    return [(params["kernel_a"], mask), (params["kernel_b"], 1.0 - mask)]
+
+
+# --------------------------------------------------------------------------------------------- the families
+Mixture = Callable[[Params, int, int, torch.device], list[tuple[Params, Tensor]]]
+
+
+@dataclass(frozen=True)
+class BlurFamily:
+    """One family of the zoo, defined once: how its parameters are drawn and how its blur is built.
+
+    A *uniform* family has ``kernel`` (a record -> its one float64 kernel, sum 1); a spatially varying family has
+    ``mixture`` (a record and the image size -> ``(uniform component record, weight map (1, 1, H, W))`` pairs
+    whose weights sum to 1). The application (:func:`apply_degradation`) and the deconvolution oracles
+    (:mod:`bdirnet.classical`) only read these two, so a new family is one entry of :data:`BLUR_FAMILIES`.
+    """
+
+    name: str
+    draw: Callable[[np.random.Generator], Params]
+    kernel: Callable[[Params], Tensor] | None = None
+    mixture: Mixture | None = None
+
+    def __post_init__(self) -> None:
+        if (self.kernel is None) == (self.mixture is None):
+            raise ValueError(f"blur family {self.name!r}: give exactly one of kernel (uniform) or mixture")
+
+    @property
+    def uniform(self) -> bool:
+        return self.kernel is not None
+
+
+BLUR_FAMILIES: dict[str, BlurFamily] = {
+    family.name: family
+    for family in (
+        BlurFamily(
+            "motion",
+            _draw_motion,
+            kernel=lambda p: motion_kernel(int(p["kernel_px"]), float(p["angle_deg"]), float(p["direction"])),
+        ),
+        BlurFamily("gaussian", _draw_gaussian, kernel=lambda p: gaussian_kernel(float(p["sigma_px"]))),
+        BlurFamily("shake", _draw_shake, kernel=lambda p: shake_kernel(int(p["kernel_px"]), int(p["trajectory_seed"]))),
+        BlurFamily("defocus", _draw_defocus, kernel=lambda p: disk_kernel(float(p["radius_px"]))),
+        BlurFamily("nonuniform", _draw_nonuniform, mixture=_nonuniform_mixture),
+    )
+}
+"""Every blur family of the zoo by name, in a fixed order (DESIGN.md §2)."""
+
+FAMILIES: tuple[str, ...] = tuple(BLUR_FAMILIES)
+"""Every family name, in the order of :data:`BLUR_FAMILIES`."""
+
+UNIFORM_FAMILIES: tuple[str, ...] = tuple(name for name, family in BLUR_FAMILIES.items() if family.uniform)
+"""Families whose blur is one kernel for the whole image (a deconvolution oracle applies)."""
+
+
+def blur_family(name: object) -> BlurFamily:
+    """The family record of ``name``; a clear error for an unknown one."""
+    if not isinstance(name, str) or name not in BLUR_FAMILIES:
+        raise ValueError(f"unknown blur family {name!r}; expected one of {FAMILIES}")
+    return BLUR_FAMILIES[name]
+
+
 def kernel_from_params(params: Params) -> Tensor:
     """Rebuild the float64 kernel of a uniform-family record (``params["family"]`` in UNIFORM_FAMILIES)."""
-    family = params.get("family")
-    if family == "motion":
-        return motion_kernel(int(params["kernel_px"]), float(params["angle_deg"]), float(params["direction"]))
-    if family == "gaussian":
-        return gaussian_kernel(float(params["sigma_px"]))
-    if family == "shake":
-        return shake_kernel(int(params["kernel_px"]), int(params["trajectory_seed"]))
-    if family == "defocus":
-        return disk_kernel(float(params["radius_px"]))
-    raise ValueError(f"kernel_from_params: family {family!r} has no single kernel; expected one of {UNIFORM_FAMILIES}")
+    family = blur_family(params.get("family"))
+    if family.kernel is None:
+        raise ValueError(
+            f"kernel_from_params: family {family.name!r} has no single kernel; expected one of {UNIFORM_FAMILIES}"
+        )
+    return family.kernel(params)
+
+
+def blur_components(
+    params: Params, height: int, width: int, device: torch.device
+) -> list[tuple[Params, Tensor | None]]:
+    """A record's blur as ``(uniform kernel record, weight map or None)`` pairs: one pair without weights for a
+    uniform family, the family's mixture for a spatially varying one."""
+    family = blur_family(params.get("family"))
+    if family.mixture is None:
+        return [(params, None)]
+    return list(family.mixture(params, height, width, device))
 
 
 # --------------------------------------------------------------------------------------------- application
@@ -258,14 +322,6 @@ def blur_with_kernels(images: Tensor, kernels: Sequence[Tensor]) -> Tensor:
     return kornia.filters.filter2d(images, stacked, border_type="reflect")
 
 
-def smooth_mask(mask_cells: int, mask_seed: int, height: int, width: int, device: torch.device) -> Tensor:
-    """A smooth random blend mask in [0, 1], ``(1, 1, H, W)``: a coarse random grid, upsampled bicubically."""
-    rng = np.random.default_rng(mask_seed)
-    grid = torch.from_numpy(rng.uniform(0.0, 1.0, size=(1, 1, mask_cells, mask_cells))).float().to(device)
-    mask = F.interpolate(grid, size=(height, width), mode="bicubic", align_corners=True)
-    return mask.clamp(0.0, 1.0)
-
-
 def _check_batch(images: Tensor, where: str) -> None:
     if not isinstance(images, Tensor):
         raise TypeError(f"{where}: expected a torch.Tensor, got {type(images).__name__}")
@@ -276,8 +332,7 @@ def _check_batch(images: Tensor, where: str) -> None:
 
 
 def _check_family(family: str) -> None:
-    if family not in FAMILIES:
-        raise ValueError(f"unknown blur family {family!r}; expected one of {FAMILIES}")
+    blur_family(family)
 
 
 def apply_degradation(sharp: Tensor, params: Sequence[Params]) -> Tensor:
@@ -293,24 +348,26 @@ def apply_degradation(sharp: Tensor, params: Sequence[Params]) -> Tensor:
     _check_batch(sharp, "apply_degradation")
     if len(params) != sharp.shape[0]:
         raise ValueError(f"apply_degradation: {len(params)} parameter records for a batch of {sharp.shape[0]}")
-    unknown = sorted({p["family"] for p in params} - set(FAMILIES))
+    unknown = sorted({str(p.get("family")) for p in params} - set(FAMILIES))
     if unknown:
         raise ValueError(f"apply_degradation: unknown blur families {unknown}; expected {FAMILIES}")
     blurred = torch.empty_like(sharp)
-    uniform = [i for i, p in enumerate(params) if p["family"] in UNIFORM_FAMILIES]
-    if uniform:
-        kernels = [kernel_from_params(params[i]) for i in uniform]
-        blurred[uniform] = blur_with_kernels(sharp[uniform], kernels)
-    varying = [i for i, p in enumerate(params) if p["family"] == "nonuniform"]
-    if varying:
-        height, width = sharp.shape[-2:]
-        subset = sharp[varying]
-        blurred_a = blur_with_kernels(subset, [kernel_from_params(params[i]["kernel_a"]) for i in varying])
-        blurred_b = blur_with_kernels(subset, [kernel_from_params(params[i]["kernel_b"]) for i in varying])
-        masks = torch.cat(
-            [smooth_mask(params[i]["mask_cells"], params[i]["mask_seed"], height, width, sharp.device) for i in varying]
-        ).to(sharp.dtype)
-        blurred[varying] = masks * blurred_a + (1.0 - masks) * blurred_b
+    height, width = sharp.shape[-2:]
+    components = [blur_components(p, height, width, sharp.device) for p in params]
+    # One batched filter2d per (number of components, component index): one kernel per sample, as kornia is
+    # fastest; uniform records in one batch, each component of the mixtures in another.
+    for count in sorted({len(c) for c in components}):
+        members = [i for i, c in enumerate(components) if len(c) == count]
+        subset = sharp[members]
+        total: Tensor | None = None
+        for k in range(count):
+            part = blur_with_kernels(subset, [kernel_from_params(components[i][k][0]) for i in members])
+            weights = [components[i][k][1] for i in members]
+            if weights[0] is not None:
+                part = torch.cat([w for w in weights if w is not None]).to(sharp.dtype) * part
+            total = part if total is None else total + part
+        assert total is not None
+        blurred[members] = total
     for i, record in enumerate(params):
         sigma = float(record.get("noise_sigma", 0.0))
         if sigma > 0:

@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from bdirnet.metrics import psnr, ssim
-from bdirnet.pairs import decode_png
+from bdirnet.images import decode_png, to_tensor
+from bdirnet.metrics import METRICS, group_means, psnr, rounded, score
 
 Restorer = Callable[[torch.Tensor, dict[str, Any]], torch.Tensor]
 
@@ -46,51 +46,36 @@ def read_test_pairs(uri: str) -> Iterator[TestPair]:
             source=row["source"],
             family=row["family"],
             params=json.loads(row["params"]),
-            sharp=_to_tensor(decode_png(row["sharp"])),
-            blurred=_to_tensor(decode_png(row["blurred"])),
+            sharp=to_tensor(decode_png(row["sharp"])),
+            blurred=to_tensor(decode_png(row["blurred"])),
         )
-
-
-def _to_tensor(image: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(np.array(image)).permute(2, 0, 1)[None].float() / 255.0
 
 
 @dataclass
 class FamilyScores:
+    """The per-image scores of one family: pair id -> metric name -> value, restored and blurred input."""
+
     held_out: bool
-    psnr: list[float] = field(default_factory=list)
-    ssim: list[float] = field(default_factory=list)
-    blurred_psnr: list[float] = field(default_factory=list)
-    blurred_ssim: list[float] = field(default_factory=list)
-    pair_ids: list[str] = field(default_factory=list)
+    restored: dict[str, dict[str, float]] = field(default_factory=dict)
+    blurred: dict[str, dict[str, float]] = field(default_factory=dict)
 
     def summary(self, per_image: bool = False) -> dict[str, Any]:
-        """Mean and std over images; with ``per_image``, also ``images``: pair id -> [PSNR, SSIM]."""
-
-        def stats(values: list[float]) -> tuple[float, float]:
-            array = np.asarray(values, dtype=np.float64)
-            return float(array.mean()), float(array.std())
-
-        psnr_mean, psnr_std = stats(self.psnr)
-        ssim_mean, ssim_std = stats(self.ssim)
-        return {
-            "held_out": self.held_out,
-            "n": len(self.psnr),
-            "psnr": round(psnr_mean, 4),
-            "psnr_std": round(psnr_std, 4),
-            "ssim": round(ssim_mean, 5),
-            "ssim_std": round(ssim_std, 5),
-            "blurred_psnr": round(stats(self.blurred_psnr)[0], 4),
-            "blurred_ssim": round(stats(self.blurred_ssim)[0], 5),
-        } | (
-            {
-                "images": {
-                    i: [round(p, 4), round(q, 5)] for i, p, q in zip(self.pair_ids, self.psnr, self.ssim, strict=True)
-                }
+        """Per metric: mean and std over images, and the blurred input's mean; with ``per_image``, also ``images``:
+        pair id -> {metric: value}."""
+        out: dict[str, Any] = {"held_out": self.held_out, "n": len(self.restored)}
+        for name in METRICS:
+            values = np.asarray([scores[name] for scores in self.restored.values()], dtype=np.float64)
+            out[name] = rounded(name, values.mean())
+            out[f"{name}_std"] = rounded(name, values.std())
+        for name in METRICS:
+            values = np.asarray([scores[name] for scores in self.blurred.values()], dtype=np.float64)
+            out[f"blurred_{name}"] = rounded(name, values.mean())
+        if per_image:
+            out["images"] = {
+                pair_id: {name: rounded(name, value) for name, value in scores.items()}
+                for pair_id, scores in self.restored.items()
             }
-            if per_image
-            else {}
-        )
+        return out
 
 
 def evaluate_restorer(
@@ -99,7 +84,8 @@ def evaluate_restorer(
     held_out_families: tuple[str, ...],
     on_image: Callable[[TestPair, torch.Tensor, float], None] | None = None,
 ) -> dict[str, FamilyScores]:
-    """Score ``restore(blurred, params)`` on every pair, grouped by family.
+    """Score ``restore(blurred, params)`` on every pair with every metric of :data:`bdirnet.metrics.METRICS`,
+    grouped by family.
 
     ``on_image(pair, restored, gain_db)`` is called for every pair with its PSNR gain over the blurred input.
     """
@@ -108,31 +94,17 @@ def evaluate_restorer(
         with torch.no_grad():
             restored = restore(pair.blurred, pair.params).clamp(0, 1)
         family = scores.setdefault(pair.family, FamilyScores(held_out=pair.family in held_out_families))
-        restored_psnr = float(psnr(restored, pair.sharp)[0])
-        blurred_psnr = float(psnr(pair.blurred, pair.sharp)[0])
-        family.psnr.append(restored_psnr)
-        family.ssim.append(float(ssim(restored, pair.sharp)[0]))
-        family.blurred_psnr.append(blurred_psnr)
-        family.blurred_ssim.append(float(ssim(pair.blurred, pair.sharp)[0]))
-        family.pair_ids.append(pair.pair_id)
+        family.restored[pair.pair_id] = score(restored, pair.sharp)
+        family.blurred[pair.pair_id] = score(pair.blurred, pair.sharp)
         if on_image is not None:
-            on_image(pair, restored, restored_psnr - blurred_psnr)
+            gain = family.restored[pair.pair_id]["psnr"] - family.blurred[pair.pair_id]["psnr"]
+            on_image(pair, restored, gain)
     return scores
 
 
-def group_means(families: dict[str, dict[str, Any]]) -> dict[str, dict[str, float]]:
-    """Mean PSNR/SSIM (restored and blurred) over the in-family and the held-out families."""
-    groups: dict[str, dict[str, float]] = {}
-    for group, held_out in (("in_family", False), ("held_out", True)):
-        members = [f for f in families.values() if f["held_out"] is held_out]
-        if not members:
-            continue
-        groups[group] = {
-            key: round(float(np.mean([m[key] for m in members])), 4)
-            for key in ("psnr", "ssim", "blurred_psnr", "blurred_ssim")
-        }
-        groups[group]["gain_db"] = round(groups[group]["psnr"] - groups[group]["blurred_psnr"], 4)
-    return groups
+def report_groups(families: dict[str, dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """The in-family / held-out means of one evaluation: every metric, restored and blurred, and the PSNR gain."""
+    return group_means(families, [*METRICS, *(f"blurred_{name}" for name in METRICS)])
 
 
 def format_table(families: dict[str, dict[str, Any]], title: str) -> str:
@@ -144,7 +116,7 @@ def format_table(families: dict[str, dict[str, Any]], title: str) -> str:
             f"{name:<12} {'yes' if row['held_out'] else 'no':>8} {row['n']:>4} {row['psnr']:>7.2f} "
             f"{row['blurred_psnr']:>8.2f} {gain:>+6.2f} {row['ssim']:>6.3f}"
         )
-    for group, values in group_means(families).items():
+    for group, values in report_groups(families).items():
         lines.append(
             f"{group:<12} {'':>8} {'':>4} {values['psnr']:>7.2f} {values['blurred_psnr']:>8.2f} "
             f"{values['gain_db']:>+6.2f} {values['ssim']:>6.3f}"
@@ -185,22 +157,3 @@ def real_blur_photos(folder: Path) -> list[Path]:
     if not folder.is_dir():
         raise ValueError(f"{folder}: the real-blur folder does not exist (run `dvc repro bundle`)")
     return sorted(p for p in folder.iterdir() if p.suffix.lower() in REAL_BLUR_SUFFIXES)
-
-
-def load_png(path: Path) -> torch.Tensor:
-    """A PNG/JPEG file as ``(1, 3, H, W)`` float in [0, 1] (grayscale repeated to RGB), naming the file on error."""
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as handle:
-            image = np.asarray(handle.convert("RGB"))
-    except (OSError, UnidentifiedImageError) as error:
-        raise ValueError(f"{path}: cannot read the image ({error})") from None
-    return _to_tensor(image)
-
-
-def save_png(image: np.ndarray, path: Path) -> None:
-    from PIL import Image
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(image).save(path)

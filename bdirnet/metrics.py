@@ -15,6 +15,9 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -23,6 +26,8 @@ SSIM_WINDOW_PX = 11
 SSIM_SIGMA_PX = 1.5
 SSIM_K1 = 0.01
 SSIM_K2 = 0.03
+
+Metric = Callable[[Tensor, Tensor], Tensor]
 
 
 def _check_pair(restored: Tensor, sharp: Tensor, where: str) -> None:
@@ -86,3 +91,43 @@ def ssim(restored: Tensor, sharp: Tensor, data_range: float = 1.0) -> Tensor:
     c2 = (SSIM_K2 * data_range) ** 2
     ssim_map = ((2 * mu_x * mu_y + c1) * (2 * cov_xy + c2)) / ((mu_x**2 + mu_y**2 + c1) * (var_x + var_y + c2))
     return ssim_map.reshape(n, c, -1).mean(dim=(1, 2))
+
+
+METRICS: dict[str, Metric] = {"psnr": psnr, "ssim": ssim}
+"""Every metric of the reports, by name: ``fn(restored, sharp) -> (N,)``, higher is better. A new metric is one
+entry here (and its rounding in :data:`DIGITS`); evaluation, reports and the robustness matrix read this map."""
+
+DIGITS: dict[str, int] = {"psnr": 4, "ssim": 5}
+"""Decimal places a metric is stored with in the JSON reports."""
+
+GROUPS: tuple[tuple[str, bool], ...] = (("in_family", False), ("held_out", True))
+"""The two family groups: (name, whether its families were held out of training)."""
+
+
+def score(restored: Tensor, sharp: Tensor) -> dict[str, float]:
+    """Every metric of :data:`METRICS` for one image pair (batch of one)."""
+    if restored.shape[0] != 1:
+        raise ValueError(f"score: expected a batch of one image, got {restored.shape[0]}")
+    return {name: float(metric(restored, sharp)[0]) for name, metric in METRICS.items()}
+
+
+def rounded(name: str, value: float) -> float:
+    """``value`` of a metric key (``psnr``, ``blurred_ssim``, ``psnr_std``, ...) at that metric's precision."""
+    base = next((m for m in METRICS if name == m or name.startswith(f"{m}_") or name.endswith(f"_{m}")), None)
+    return round(float(value), DIGITS.get(base or "", 4))
+
+
+def group_means(families: Mapping[str, Mapping[str, Any]], keys: Sequence[str]) -> dict[str, dict[str, float]]:
+    """The mean of each of ``keys`` over the in-family and over the held-out families (rows with ``held_out``),
+    rounded per metric; a group without families is left out. With ``psnr`` and ``blurred_psnr`` among the keys,
+    ``gain_db`` is their difference."""
+    groups: dict[str, dict[str, float]] = {}
+    for group, held_out in GROUPS:
+        members = [row for row in families.values() if bool(row["held_out"]) is held_out]
+        if not members:
+            continue
+        means = {key: rounded(key, sum(float(m[key]) for m in members) / len(members)) for key in keys}
+        if "psnr" in means and "blurred_psnr" in means:
+            means["gain_db"] = round(means["psnr"] - means["blurred_psnr"], 4)
+        groups[group] = means
+    return groups

@@ -9,7 +9,6 @@ height, width``: images as lossless 8-bit PNG bytes, ``params`` as the JSON reco
 
 from __future__ import annotations
 
-import io
 import json
 import zlib
 from pathlib import Path
@@ -17,11 +16,11 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
 
 from bdirnet.config import DegradeConfig, PairsConfig
 from bdirnet.datasets import ImageRecord
 from bdirnet.degrade import FAMILIES, apply_degradation, sample_params
+from bdirnet.images import decode_png, encode_png, to_tensor, to_uint8
 
 COLUMNS = ("pair_id", "split", "source", "family", "params", "sharp", "blurred", "height", "width")
 
@@ -42,13 +41,19 @@ def plan_crops(
     """
     rows: list[dict[str, Any]] = []
     for record in sorted((r for r in records if r.split == split), key=lambda r: r.name):
+        # (name, seed key, box, family): the name identifies the pair within its image; the seed key, with the
+        # family, seeds its blur.
+        combos: list[tuple[str, object, tuple[int, int, int], str]]
         if split == "test":
             size = min(pairs.test_crop_px, (min(record.height, record.width) // pairs.test_crops_per_side) // 16 * 16)
             n = pairs.test_crops_per_side
             top0 = (record.height - n * size) // 2
             left0 = (record.width - n * size) // 2
             boxes = [(top0 + i * size, left0 + j * size, size) for i in range(n) for j in range(n)]
-            combos = [(box, family) for box in boxes for family in FAMILIES]
+            # Keyed by box and family *name*: adding a family to the zoo leaves every existing test pair as it was.
+            combos = [
+                (f"{b:03d}/{family}", f"{b:03d}", box, family) for b, box in enumerate(boxes) for family in FAMILIES
+            ]
         else:
             count = pairs.train_patches_per_image if split == "train" else pairs.val_patches_per_image
             families = degrade.train_families
@@ -59,13 +64,13 @@ def plan_crops(
             tops = rng.integers(0, record.height - size + 1, count)
             lefts = rng.integers(0, record.width - size + 1, count)
             combos = [
-                ((int(t), int(left), size), families[k % len(families)])
+                (f"{k:05d}", k, (int(t), int(left), size), families[k % len(families)])
                 for k, (t, left) in enumerate(zip(tops, lefts, strict=True))
             ]
-        for index, ((top, left, crop), family) in enumerate(combos):
+        for key, seed_key, (top, left, crop), family in combos:
             rows.append(
                 {
-                    "pair_id": f"{split}/{record.name}/{index:05d}",
+                    "pair_id": f"{split}/{record.name}/{key}",
                     "split": split,
                     "source": record.name,
                     "file": record.file,
@@ -73,28 +78,10 @@ def plan_crops(
                     "left": left,
                     "size": crop,
                     "family": family,
-                    "seed": row_seed(pairs.seed, split, record.name, index, family),
+                    "seed": row_seed(pairs.seed, split, record.name, seed_key, family),
                 }
             )
     return rows
-
-
-def encode_png(image: np.ndarray) -> bytes:
-    """Lossless PNG bytes of an (H, W, 3) uint8 array (fast compression; deterministic)."""
-    buffer = io.BytesIO()
-    Image.fromarray(image).save(buffer, format="PNG", compress_level=1)
-    return buffer.getvalue()
-
-
-def decode_png(data: bytes) -> np.ndarray:
-    """(H, W, 3) uint8 array from PNG bytes."""
-    with Image.open(io.BytesIO(data)) as image:
-        return np.asarray(image.convert("RGB"), dtype=np.uint8)
-
-
-def to_uint8(batch: torch.Tensor) -> np.ndarray:
-    """(N, 3, H, W) float in [0, 1] -> (N, H, W, 3) uint8, rounded."""
-    return (batch.clamp(0, 1) * 255.0).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
 
 
 class BlurPairs:
@@ -130,12 +117,12 @@ class BlurPairs:
         sharp_u8 = np.stack(crops) if len(sizes) == 1 else None
         blurred_png: list[bytes] = []
         if sharp_u8 is not None:
-            sharp = torch.from_numpy(sharp_u8).to(self.device).permute(0, 3, 1, 2).float() / 255.0
+            sharp = to_tensor(sharp_u8).to(self.device)
             blurred_u8 = to_uint8(apply_degradation(sharp, params))
             blurred_png = [encode_png(b) for b in blurred_u8]
         else:  # mixed crop sizes in one batch: blur one by one
             for crop, record in zip(crops, params, strict=True):
-                sharp = torch.from_numpy(np.array(crop[None])).to(self.device).permute(0, 3, 1, 2).float() / 255.0
+                sharp = to_tensor(crop).to(self.device)
                 blurred_png.append(encode_png(to_uint8(apply_degradation(sharp, [record]))[0]))
         sharp_png = [encode_png(c) for c in crops]
         return {

@@ -17,9 +17,10 @@ from typing import Any
 
 import numpy as np
 
-from bdirnet.config import EvaluateConfig, StudyConfig
+from bdirnet.config import StudyConfig
+from bdirnet.images import read_png, save_png
+from bdirnet.metrics import GROUPS, METRICS, group_means, rounded
 
-GROUPS = (("in_family", False), ("held_out", True))
 FOILS = ("transfer", "transfer_residual")
 CLASSICAL_NOTES = {
     "blurred": "the blurred input",
@@ -50,22 +51,26 @@ def load_run_reports(runs_root: Path, study: StudyConfig) -> dict[str, list[dict
 
 
 def _family_row(per_seed: Sequence[Mapping[str, Any]], where: str) -> dict[str, Any]:
-    """One family of one method: per-image values averaged over seeds, then mean/std over images."""
+    """One family of one method: per-image values of every metric averaged over seeds, then mean/std over images."""
     ids = sorted(per_seed[0]["images"])
     for row in per_seed[1:]:
         if sorted(row["images"]) != ids:
             raise ValueError(f"{where}: seeds were scored on different test pairs")
-    values = np.array([[row["images"][i] for i in ids] for row in per_seed], dtype=np.float64)  # (S, N, 2)
-    per_image = values.mean(axis=0)
-    return {
-        "held_out": bool(per_seed[0]["held_out"]),
-        "n": len(ids),
-        "psnr": round(float(per_image[:, 0].mean()), 3),
-        "psnr_std": round(float(per_image[:, 0].std()), 3),
-        "ssim": round(float(per_image[:, 1].mean()), 4),
-        "ssim_std": round(float(per_image[:, 1].std()), 4),
-        "seed_psnr": [round(float(v), 3) for v in values[:, :, 0].mean(axis=1)],
-    }
+    out: dict[str, Any] = {"held_out": bool(per_seed[0]["held_out"]), "n": len(ids)}
+    seed_means: dict[str, list[float]] = {}
+    for name in METRICS:
+        try:
+            values = np.array([[row["images"][i][name] for i in ids] for row in per_seed], dtype=np.float64)  # (S, N)
+        except (KeyError, TypeError):
+            raise ValueError(
+                f"{where}: per-image scores without {name!r} (an eval report of an older format?)"
+            ) from None
+        per_image = values.mean(axis=0)
+        out[name] = rounded(name, per_image.mean())
+        out[f"{name}_std"] = rounded(name, per_image.std())
+        seed_means[name] = [rounded(name, v) for v in values.mean(axis=1)]
+    out["seed_psnr"] = seed_means["psnr"]
+    return out
 
 
 def summarise(reports: Sequence[Mapping[str, Any]], seeds: Sequence[int], where: str) -> dict[str, Any]:
@@ -74,17 +79,14 @@ def summarise(reports: Sequence[Mapping[str, Any]], seeds: Sequence[int], where:
         family: _family_row([r["families"][family] for r in reports], f"{where}: {family}")
         for family in reports[0]["families"]
     }
-    groups: dict[str, Any] = {}
+    groups: dict[str, Any] = group_means(families, list(METRICS))
     for group, held_out in GROUPS:
-        members = [row for row in families.values() if row["held_out"] is held_out]
-        if not members:
+        if group not in groups:
             continue
-        seed_means = np.mean([row["seed_psnr"] for row in members], axis=0)
-        groups[group] = {
-            "psnr": round(float(np.mean([row["psnr"] for row in members])), 3),
-            "ssim": round(float(np.mean([row["ssim"] for row in members])), 4),
-            "seed_psnr": [round(float(v), 3) for v in seed_means],
-            "seed_spread_db": round(float(seed_means.max() - seed_means.min()), 3),
+        seed_means = np.mean([row["seed_psnr"] for row in families.values() if row["held_out"] is held_out], axis=0)
+        groups[group] |= {
+            "seed_psnr": [rounded("psnr", v) for v in seed_means],
+            "seed_spread_db": rounded("psnr", seed_means.max() - seed_means.min()),
         }
     return {
         "params": int(reports[0].get("parameters", 0)),
@@ -114,10 +116,12 @@ def build(
     for row in variants.values():
         for group, _ in GROUPS:
             if group in row:
-                row[group]["gain_db"] = round(row[group]["psnr"] - blurred[group]["psnr"], 3)
+                row[group]["gain_db"] = rounded("psnr", row[group]["psnr"] - blurred[group]["psnr"])
         if "in_family" in row and "held_out" in row:
-            row["held_out_minus_in_family_db"] = round(row["held_out"]["psnr"] - row["in_family"]["psnr"], 3)
-            row["held_out_minus_in_family_gain_db"] = round(row["held_out"]["gain_db"] - row["in_family"]["gain_db"], 3)
+            row["held_out_minus_in_family_db"] = rounded("psnr", row["held_out"]["psnr"] - row["in_family"]["psnr"])
+            row["held_out_minus_in_family_gain_db"] = rounded(
+                "psnr", row["held_out"]["gain_db"] - row["in_family"]["gain_db"]
+            )
     return {
         "seeds": list(study.seeds),
         "held_out_families": list(held_out_families),
@@ -141,25 +145,13 @@ def compare(variants: Mapping[str, Any], ours: str) -> dict[str, Any]:
             diff = variants[ours][group]["psnr"] - variants[foil][group]["psnr"]
             noise = max(variants[ours][group]["seed_spread_db"], variants[foil][group]["seed_spread_db"])
             verdict = "tie" if abs(diff) <= noise else ("win" if diff > 0 else "loss")
-            entry[group] = {"diff_db": round(diff, 3), "seed_spread_db": round(noise, 3), "verdict": verdict}
+            entry[group] = {
+                "diff_db": rounded("psnr", diff),
+                "seed_spread_db": rounded("psnr", noise),
+                "verdict": verdict,
+            }
         out[f"{ours}_vs_{foil}"] = entry
     return out
-
-
-def decide(challenger: Mapping[str, Any], champion: Mapping[str, Any] | None, gate: EvaluateConfig) -> tuple[bool, str]:
-    """The promotion gate on robustness: held-out mean PSNR must beat the champion's by more than
-    ``min_held_out_gain_db`` and the in-family mean may drop by at most ``max_in_family_drop_db``.
-    Both arguments hold ``in_family``/``held_out`` group means with a ``psnr`` key."""
-    if champion is None:
-        return True, "promoted: no champion yet"
-    held_gain = challenger["held_out"]["psnr"] - champion["held_out"]["psnr"]
-    in_drop = champion["in_family"]["psnr"] - challenger["in_family"]["psnr"]
-    ok = held_gain > gate.min_held_out_gain_db and in_drop <= gate.max_in_family_drop_db
-    verdict = "promoted" if ok else "kept the champion"
-    return ok, (
-        f"{verdict}: held-out mean {held_gain:+.2f} dB vs champion (needs > {gate.min_held_out_gain_db:+.2f}), "
-        f"in-family mean {-in_drop:+.2f} dB (may drop at most {gate.max_in_family_drop_db:.2f})"
-    )
 
 
 def _pm(row: Mapping[str, Any], key: str = "psnr", digits: int = 2) -> str:
@@ -262,11 +254,52 @@ def picture_grid(columns: Sequence[tuple[str, np.ndarray]], label_px: int = 14) 
     return np.asarray(canvas)
 
 
-def read_image(path: Path) -> np.ndarray:
-    """A saved PNG as (H, W, 3) uint8, naming the file when it is missing."""
-    from PIL import Image
+def draw_pictures(
+    runs_root: Path,
+    classical_images: Path,
+    out_dir: Path,
+    study: StudyConfig,
+    families: Sequence[str],
+) -> list[str]:
+    """The picture grids: per family, blurred | picture variants (first seed) | Wiener oracle | sharp; per real
+    blurred photo, blurred | every variant. Writes ``out_dir/<family>.png`` and ``out_dir/real_<name>.png``; returns
+    the real photos' grid names."""
+    first_seed = study.seeds[0]
+    for family in families:
+        columns = [("blurred", read_png(classical_images / "blurred" / f"{family}.png"))]
+        for variant in study.picture_variants:
+            columns.append((variant, read_png(run_dir(runs_root, variant, first_seed) / "images" / f"{family}.png")))
+        columns.append(("wiener (oracle)", read_png(classical_images / "wiener_oracle" / f"{family}.png")))
+        columns.append(("sharp", read_png(classical_images / "sharp" / f"{family}.png")))
+        save_png(picture_grid(columns), out_dir / f"{family}.png")
+    real_grids = []
+    for photo in sorted((classical_images / "blurred").glob("real_*.png")):
+        columns = [("blurred (real)", read_png(photo))]
+        for variant in study.variants:
+            columns.append((variant, read_png(run_dir(runs_root, variant, first_seed) / "images" / photo.name)))
+        save_png(picture_grid(columns), out_dir / photo.name)
+        real_grids.append(photo.stem)
+    return real_grids
 
-    if not path.is_file():
-        raise ValueError(f"{path}: missing picture (rerun the stage that writes it)")
-    with Image.open(path) as handle:
-        return np.asarray(handle.convert("RGB"))
+
+def check_same_pictures(
+    runs: Mapping[str, Sequence[Mapping[str, Any]]], classical: Mapping[str, Any], where: str
+) -> None:
+    """The study runs and the classical references must show the same picture crops."""
+    picture_ids = {r["pictures"][f] for reports in runs.values() for r in reports for f in r["pictures"]}
+    classical_ids = {pid for method in classical.values() for pid in method["pictures"].values()}
+    if picture_ids != classical_ids:
+        raise ValueError(f"{where}: picture crops differ from the study runs' (rerun the classical stage)")
+
+
+def write_plots_csv(report: Mapping[str, Any], path: Path) -> None:
+    """``reports/robustness.csv`` (DVC plots): one row per variant × family cell."""
+    import csv
+
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["cell", "variant", "family", "held_out", "psnr", "psnr_std", "ssim"])
+        for name, row in report["variants"].items():
+            for family, cell in row["families"].items():
+                writer.writerow([f"{family} / {name}", name, family, cell["held_out"], cell["psnr"],
+                                 cell["psnr_std"], cell["ssim"]])  # fmt: skip

@@ -25,10 +25,10 @@ import torch
 
 from bdirnet.config import ModelConfig, TrainConfig, from_mapping, to_dict
 from bdirnet.engine import build_optimizer, train_step
+from bdirnet.images import decode_png, to_float_array, to_uint8
 from bdirnet.losses import BDIRNetObjective
 from bdirnet.metrics import psnr
 from bdirnet.model import BDIRNet
-from bdirnet.pairs import decode_png
 
 CHECKPOINT_FILE = "state.pt"
 CONFIG_FILE = "config.json"
@@ -38,8 +38,7 @@ def decode_pairs(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Ray Data batch transform: PNG bytes -> float32 (N, 3, H, W) ``sharp`` and ``blurred`` in [0, 1]."""
     out = {}
     for column in ("sharp", "blurred"):
-        images = np.stack([decode_png(data) for data in batch[column]])
-        out[column] = np.ascontiguousarray(images.transpose(0, 3, 1, 2), dtype=np.float32) / 255.0
+        out[column] = to_float_array(np.stack([decode_png(data) for data in batch[column]]))
     return out
 
 
@@ -64,7 +63,7 @@ def image_grid(blurred: torch.Tensor, restored: torch.Tensor, sharp: torch.Tenso
     """blurred | restored | sharp, one row per image, as an (H, W, 3) uint8 array."""
     n = min(rows, blurred.shape[0])
     tiles = torch.cat([torch.cat([blurred[i], restored[i], sharp[i]], dim=-1) for i in range(n)], dim=-2)
-    return (tiles.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+    return to_uint8(tiles[None].float())[0]
 
 
 def _all_reduce_sum(values: list[float], device: torch.device) -> list[float]:

@@ -26,9 +26,9 @@ from bdirnet import BDIRNet
 from bdirnet.config import ModelConfig, TrainConfig, load_params
 from bdirnet.degrade import FAMILIES, degrade
 from bdirnet.engine import build_optimizer, train_step
+from bdirnet.images import decode_png
 from bdirnet.losses import BDIRNetObjective
 from bdirnet.metrics import psnr
-from bdirnet.pairs import decode_png
 
 # name -> (model overrides, loss overrides)
 ATTEMPTS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {

@@ -25,15 +25,13 @@ from bdirnet.config import load_params
 from bdirnet.evaluation import (
     evaluate_restorer,
     format_table,
-    group_means,
-    load_png,
     picture_pairs,
     read_test_pairs,
     real_blur_photos,
-    save_png,
+    report_groups,
     seconds_per_image,
 )
-from bdirnet.pairs import to_uint8
+from bdirnet.images import load_image, save_png, to_uint8
 from bdirnet.runtime import stage_location
 
 METHODS: dict[str, Callable[[torch.Tensor, dict[str, Any]], torch.Tensor]] = {
@@ -69,13 +67,13 @@ def main() -> None:
             "timed_image_hw": list(timed.blurred.shape[-2:]),
             "pictures": {family: pair.pair_id for family, pair in pictures.items()},
             "families": families,
-            **group_means(families),
+            **report_groups(families),
         }
         print(format_table(families, f"{name} on {len(pairs)} test pairs"))
     for family, pair in pictures.items():
         save_png(to_uint8(pair.sharp)[0], ns.images / "sharp" / f"{family}.png")
     for photo in real_blur_photos(ns.real_blur):
-        save_png(to_uint8(load_png(photo))[0], ns.images / "blurred" / f"real_{photo.stem}.png")
+        save_png(to_uint8(load_image(photo))[0], ns.images / "blurred" / f"real_{photo.stem}.png")
     ns.report.parent.mkdir(parents=True, exist_ok=True)
     ns.report.write_text(json.dumps({"methods": methods}, indent=2) + "\n")
 

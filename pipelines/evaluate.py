@@ -19,16 +19,14 @@ from bdirnet.config import load_params
 from bdirnet.evaluation import (
     evaluate_restorer,
     format_table,
-    group_means,
-    load_png,
     picture_pairs,
     read_test_pairs,
     real_blur_photos,
-    save_png,
+    report_groups,
     seconds_per_image,
 )
+from bdirnet.images import load_image, save_png, to_uint8
 from bdirnet.model import count_parameters
-from bdirnet.pairs import to_uint8
 from bdirnet.runtime import stage_location
 
 
@@ -55,7 +53,7 @@ def main() -> None:
 
     scores = evaluate_restorer(pairs, lambda blurred, _: model(blurred), degrade.held_out_families)
     families = {family: s.summary(per_image=True) for family, s in scores.items()}
-    means = group_means(families)
+    means = report_groups(families)
     for group, values in means.items():
         registry.set_version_tag(uri, version, f"{group}_psnr", f"{values['psnr']:.4f}")
 
@@ -63,7 +61,7 @@ def main() -> None:
     for family, pair in pictures.items():
         save_png(to_uint8(model(pair.blurred))[0], ns.images / f"{family}.png")
     for photo in real_blur_photos(ns.real_blur):
-        save_png(to_uint8(model(load_png(photo)))[0], ns.images / f"real_{photo.stem}.png")
+        save_png(to_uint8(model(load_image(photo)))[0], ns.images / f"real_{photo.stem}.png")
     timed = next(iter(pictures.values())).blurred
     seconds = seconds_per_image(model, timed)
 

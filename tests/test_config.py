@@ -140,3 +140,16 @@ def test_quick_overrides_become_dvc_set_params(tmp_path: Path) -> None:
     assert set_param_arguments(path) == ["-S", 'degrade.train_families=["motion","gaussian"]', "-S", "model.said=false"]
     with pytest.raises(ConfigError, match=r"params.yaml: model is an empty mapping"):
         set_param_arguments(write(tmp_path, {"model": {}}))
+
+
+def test_dataclass_defaults_are_the_params_yaml_values() -> None:
+    """One set of defaults: a library user's ``ModelConfig()`` / ``TrainConfig()`` ... equal what the pipeline runs."""
+    import yaml
+
+    from bdirnet.config import SECTIONS, to_dict
+
+    params = yaml.safe_load((Path(__file__).resolve().parents[1] / "params.yaml").read_text())
+    for section, cls in SECTIONS.items():
+        if section == "study":  # the study's variant list and seeds are the pipeline's choice, not a library default
+            continue
+        assert to_dict(cls()) == params[section], section

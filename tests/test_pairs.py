@@ -16,7 +16,8 @@ import torch
 from bdirnet.config import DegradeConfig, IngestConfig, PairsConfig
 from bdirnet.datasets import bundle_skimage_photos, ingest_folder, read_manifest
 from bdirnet.degrade import FAMILIES, apply_degradation
-from bdirnet.pairs import COLUMNS, decode_png, plan_crops, write_pairs
+from bdirnet.images import decode_png
+from bdirnet.pairs import COLUMNS, plan_crops, write_pairs
 from bdirnet.runtime import init_ray, shutdown_ray
 
 PAIRS = PairsConfig(patch_px=32, train_patches_per_image=6, val_patches_per_image=2, test_crop_px=48,
@@ -83,3 +84,15 @@ def test_plan_is_independent_of_batching(ingested: Path) -> None:
     assert plan == plan_crops(records, "train", PAIRS, DEGRADE)
     other_seed = plan_crops(records, "train", PairsConfig(**{**PAIRS.__dict__, "seed": 1}), DEGRADE)
     assert [r["top"] for r in plan] != [r["top"] for r in other_seed]
+
+
+def test_test_pairs_are_keyed_by_family_name(ingested: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A family added to (or dropped from) the zoo leaves every other family's test pairs as they were."""
+    import bdirnet.pairs
+
+    records = read_manifest(ingested)
+    full = {row["pair_id"]: row for row in plan_crops(records, "test", PAIRS, DEGRADE)}
+    monkeypatch.setattr(bdirnet.pairs, "FAMILIES", tuple(f for f in FAMILIES if f != "motion"))
+    fewer = plan_crops(records, "test", PAIRS, DEGRADE)
+    assert fewer and all(full[row["pair_id"]] == row for row in fewer)
+    assert len(full) == len(fewer) + len(fewer) // (len(FAMILIES) - 1)

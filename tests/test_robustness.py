@@ -9,8 +9,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from bdirnet.config import EvaluateConfig, StudyConfig
-from bdirnet.robustness import build, compare, decide, load_run_reports, picture_grid, render_markdown, summarise
+from bdirnet.config import PromotionConfig, StudyConfig
+from bdirnet.promotion import decide
+from bdirnet.robustness import build, compare, load_run_reports, picture_grid, render_markdown, summarise
 
 FAMILIES = {"motion": False, "gaussian": False, "shake": True, "defocus": True}
 
@@ -19,7 +20,9 @@ def eval_report(offset: float, seed_shift: float = 0.0, version: str = "1") -> d
     """An eval report whose image i of family k has PSNR 20 + k + i + offset + seed_shift (SSIM 0.5 + ...)."""
     families = {}
     for k, (family, held_out) in enumerate(FAMILIES.items()):
-        images = {f"test/{family}/{i}": [20.0 + k + i + offset + seed_shift, 0.5 + 0.01 * i] for i in range(3)}
+        images = {
+            f"test/{family}/{i}": {"psnr": 20.0 + k + i + offset + seed_shift, "ssim": 0.5 + 0.01 * i} for i in range(3)
+        }
         families[family] = {"held_out": held_out, "images": images}
     return {"families": families, "parameters": 1000, "seconds_per_image": 0.01, "model": {"version": version}}
 
@@ -36,7 +39,7 @@ def test_seeds_are_pooled_per_image_and_spread_reported() -> None:
 
 def test_seeds_scored_on_different_pairs_is_an_error() -> None:
     other = eval_report(0.0)
-    other["families"]["motion"]["images"] = {"x": [1.0, 0.1]}
+    other["families"]["motion"]["images"] = {"x": {"psnr": 1.0, "ssim": 0.1}}
     with pytest.raises(ValueError, match="v: motion: seeds were scored on different test pairs"):
         summarise([eval_report(0.0), other], [0, 1], "v")
 
@@ -75,7 +78,7 @@ def test_compare_loss() -> None:
 
 
 def test_gate() -> None:
-    gate = EvaluateConfig(min_held_out_gain_db=0.0, max_in_family_drop_db=0.2)
+    gate = PromotionConfig(min_held_out_gain_db=0.0, max_in_family_drop_db=0.2)
     champion = {"in_family": {"psnr": 30.0}, "held_out": {"psnr": 25.0}}
     assert decide({"in_family": {"psnr": 29.9}, "held_out": {"psnr": 25.5}}, champion, gate)[0] is True
     ok, why = decide({"in_family": {"psnr": 29.7}, "held_out": {"psnr": 26.0}}, champion, gate)
