@@ -37,8 +37,10 @@ class ModelConfig:
         said: statistical anti-interference distilling after every encoder level.
         sair: statistical anti-interference reconstruction in every decoder level.
         global_residual: ``restored = blurred + D(E(blurred))``; off for BDIRNet (see DESIGN.md §1).
+        arch: the registered architecture to build (:data:`bdirnet.model.ARCHITECTURES`).
     """
 
+    arch: str = "bdirnet"
     width_channels: int = 16
     levels: int = 3
     encoder_blocks: int = 1

@@ -11,7 +11,9 @@ and the gradient is orthogonal to the features. ``latent_loss: infonce`` instead
 bottleneck codes: positive (b_i, s_i), the other images of the batch as negatives.
 
 All training-only modules (EMA target encoder, predictor and projection heads) live in
-:class:`BDIRNetObjective`, not in :class:`~bdirnet.model.BDIRNet`.
+:class:`BDIRNetObjective`, not in :class:`~bdirnet.model.BDIRNet`; :class:`TrainingModule` holds the network
+and its objective as one module, ``result = module(blurred, sharp, step)`` (nanoGPT's ``logits, loss = model(x, y)``),
+which is what DDP wraps: every trainable parameter, the heads' too, is then synchronised by DDP itself.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from bdirnet.config import LossConfig
-from bdirnet.model import BDIRNet, Latents, TrainOutputs, zero_init
+from bdirnet.model import LatentNetwork, Latents, TrainOutputs, zero_init
 
 
 def _float(x: Tensor) -> Tensor:
@@ -154,22 +156,20 @@ class BDIRNetObjective(nn.Module):
     """The full training objective of BDIRNet, holding every training-only module.
 
     Args:
-        model: the (unwrapped) BDIRNet being trained; its encoder seeds the EMA target.
+        model: the (unwrapped) network being trained (a :class:`~bdirnet.model.LatentNetwork`): its
+            ``latent_channels()`` size the heads, its ``encoder`` seeds the EMA target.
         config: loss weights and form.
 
-    Use: ``outputs = model.forward_train(blurred, sharp if objective.needs_sharp_branch else None)``, then
-    ``result = objective(outputs, sharp, step)``, back-propagate ``result.total``, step the optimiser over
-    ``model.parameters()`` and ``objective.parameters()``, then ``objective.update_target(model)``.
+    Train through :class:`TrainingModule`, which holds the network and this objective as one module.
     """
 
-    def __init__(self, model: BDIRNet, config: LossConfig) -> None:
+    def __init__(self, model: LatentNetwork, config: LossConfig) -> None:
         super().__init__()
         self.config = config
-        width = model.config.width_channels
-        level_channels = [width * 2**level for level in range(model.config.levels + 1)]
-        if config.latent_min_level > model.config.levels:
+        level_channels = model.latent_channels()
+        if config.latent_min_level > len(level_channels) - 1:
             raise ValueError(
-                f"train.loss.latent_min_level {config.latent_min_level} > model.levels {model.config.levels}"
+                f"train.loss.latent_min_level {config.latent_min_level} > model.levels {len(level_channels) - 1}"
             )
         self.latent_min_level = config.latent_min_level
         self.uses_ema = config.latent_weight > 0 and config.latent_loss == "ema_cosine"
@@ -189,7 +189,7 @@ class BDIRNetObjective(nn.Module):
         return self.config.autoencode_weight > 0 or self.uses_infonce
 
     @torch.no_grad()
-    def update_target(self, model: BDIRNet) -> None:
+    def update_target(self, model: LatentNetwork) -> None:
         """EMA step of the target encoder towards the online encoder (call after each optimiser step)."""
         if self.target_encoder is None:
             return
@@ -233,3 +233,29 @@ class BDIRNetObjective(nn.Module):
         result = total_loss(terms, self.config, step)
         result.parts["feature_rms_blurred"] = float(feature_rms(outputs.latents_blurred))
         return result
+
+
+class TrainingModule(nn.Module):
+    """The network and its objective as one module: ``result = module(blurred, sharp, step)``.
+
+    DDP wraps this module, so the network's and the heads' gradients are averaged by DDP alone; the frozen EMA
+    target encoder has no gradients and stays out of its way. ``network`` is what inference and the weights
+    file use; call :meth:`update_target` after each optimiser step.
+    """
+
+    def __init__(self, network: nn.Module, config: LossConfig) -> None:
+        super().__init__()
+        if not isinstance(network, LatentNetwork):
+            raise TypeError(f"TrainingModule: {type(network).__name__} lacks forward_train/latent_channels/encoder")
+        self.network = network
+        self.objective = BDIRNetObjective(network, config)
+
+    def forward(self, blurred: Tensor, sharp: Tensor, step: int) -> LossResult:
+        network: LatentNetwork = self.network  # type: ignore[assignment]
+        outputs = network.forward_train(blurred, sharp if self.objective.needs_sharp_branch else None)
+        result: LossResult = self.objective(outputs, sharp, step)
+        return result
+
+    def update_target(self) -> None:
+        """EMA step of the objective's target encoder towards the network's encoder."""
+        self.objective.update_target(self.network)  # type: ignore[arg-type]

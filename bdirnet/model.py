@@ -16,6 +16,12 @@ DESIGN.md §1. The layer-level design is ours, every piece is a switch in :class
 Training-only parts (the EMA target encoder, predictor and projection heads) live in
 :class:`bdirnet.losses.BDIRNetObjective`, so ``BDIRNet.parameters()`` are exactly what inference uses.
 
+Architectures are looked up by name (``model.arch``) in :data:`ARCHITECTURES`; :func:`build_model` is the one
+constructor the pipeline uses. A new architecture is an ``nn.Module`` class taking a ``ModelConfig``, decorated
+with ``@register_architecture("name")``, that provides what the objective asks for (:class:`LatentNetwork`):
+``forward(blurred)``, ``forward_train(blurred, sharp)``, ``latent_channels()`` and an ``encoder`` module; put it in
+its own file and import that file at the end of this one, so every stage that builds models depends on it.
+
 Example:
     >>> import torch
     >>> from bdirnet import BDIRNet, ModelConfig
@@ -26,14 +32,40 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal, overload
+from typing import Protocol, TypeVar, runtime_checkable
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from bdirnet.config import ModelConfig
+from bdirnet.config import ConfigError, ModelConfig
+
+ModuleT = TypeVar("ModuleT", bound=type[nn.Module])
+
+ARCHITECTURES: dict[str, Callable[[ModelConfig], nn.Module]] = {}
+"""Every network the pipeline can build, by the name ``model.arch`` gives."""
+
+
+def register_architecture(name: str) -> Callable[[ModuleT], ModuleT]:
+    """Class decorator: make ``cls(config)`` buildable as ``model.arch: <name>``."""
+
+    def register(cls: ModuleT) -> ModuleT:
+        if name in ARCHITECTURES:
+            raise ValueError(f"architecture {name!r} is registered twice")
+        ARCHITECTURES[name] = cls
+        return cls
+
+    return register
+
+
+def build_model(config: ModelConfig) -> nn.Module:
+    """The network of ``config.arch`` (see :data:`ARCHITECTURES`)."""
+    if config.arch not in ARCHITECTURES:
+        raise ConfigError(f"model.arch {config.arch!r} is not a registered architecture; expected one of "
+                          f"{sorted(ARCHITECTURES)}")  # fmt: skip
+    return ARCHITECTURES[config.arch](config)
 
 
 def instance_stats(features: Tensor, eps: float = 1e-5) -> tuple[Tensor, Tensor]:
@@ -253,6 +285,22 @@ class TrainOutputs:
     latents_sharp: Latents | None
 
 
+@runtime_checkable
+class LatentNetwork(Protocol):
+    """What the training objective asks of a network: inference, the training forward with latents, the
+    channels of each compared latent level (finest first, bottleneck last) and the encoder to keep an EMA copy of."""
+
+    config: ModelConfig
+    encoder: nn.Module
+
+    def __call__(self, blurred: Tensor) -> Tensor: ...
+
+    def forward_train(self, blurred: Tensor, sharp: Tensor | None) -> TrainOutputs: ...
+
+    def latent_channels(self) -> list[int]: ...
+
+
+@register_architecture("bdirnet")
 class BDIRNet(nn.Module):
     """The inference network ``restored = D(E(blurred))`` (plus ``blurred`` when ``global_residual``).
 
@@ -301,21 +349,14 @@ class BDIRNet(nn.Module):
         padded, height, width = self._pad(blurred)
         return self.decode(self.encode(padded), padded)[..., :height, :width]
 
-    @overload
-    def forward(self, blurred: Tensor) -> Tensor: ...
-
-    @overload
-    def forward(self, blurred: Tensor, sharp: Tensor | None, *, train: Literal[True]) -> TrainOutputs: ...
-
-    def forward(self, blurred: Tensor, sharp: Tensor | None = None, *, train: bool = False) -> Tensor | TrainOutputs:
-        """Inference: the restored image in [0, 1].
-
-        ``model(blurred, sharp, train=True)`` is :meth:`forward_train`, for wrappers (DDP) that must see the
-        training forward go through ``__call__``.
-        """
-        if train:
-            return self.forward_train(blurred, sharp)
+    def forward(self, blurred: Tensor) -> Tensor:
+        """Inference: the restored image in [0, 1]."""
         return self.restore(blurred).clamp(0.0, 1.0)
+
+    def latent_channels(self) -> list[int]:
+        """Channels of every level :meth:`Latents.levels` returns: the skips (finest first), then the bottleneck."""
+        width = self.config.width_channels
+        return [width * 2**level for level in range(self.config.levels + 1)]
 
     def forward_train(self, blurred: Tensor, sharp: Tensor | None) -> TrainOutputs:
         """Both branches for the objective: D(E(b)), D(E(s)) and the latents of both.

@@ -20,7 +20,7 @@ import torch
 from bdirnet.config import DegradeConfig, PairsConfig
 from bdirnet.datasets import ImageRecord
 from bdirnet.degrade import FAMILIES, apply_degradation, sample_params
-from bdirnet.images import decode_png, encode_png, to_tensor, to_uint8
+from bdirnet.images import decode_png, encode_png, to_float_array, to_tensor, to_uint8
 
 COLUMNS = ("pair_id", "split", "source", "family", "params", "sharp", "blurred", "height", "width")
 
@@ -194,3 +194,20 @@ def _deterministic_names(split: str) -> Any:
             return f"{split}-{task_index:05d}-{block_index:03d}.parquet"
 
     return DeterministicNames()
+
+
+# --------------------------------------------------------------------------------------------- reading shards
+def decode_pairs(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Ray Data batch transform: PNG bytes -> float32 (N, 3, H, W) ``sharp`` and ``blurred`` in [0, 1]."""
+    out = {}
+    for column in ("sharp", "blurred"):
+        out[column] = to_float_array(np.stack([decode_png(data) for data in batch[column]]))
+    return out
+
+
+def read_pairs(uri: str) -> Any:
+    """A Ray dataset of decoded pairs (``sharp``, ``blurred``) from a folder of Parquet shards."""
+    import ray
+
+    dataset = ray.data.read_parquet(uri, columns=["sharp", "blurred"])
+    return dataset.map_batches(decode_pairs, batch_format="numpy", batch_size=64)

@@ -25,29 +25,14 @@ import torch
 
 from bdirnet.config import ModelConfig, TrainConfig, from_mapping, to_dict
 from bdirnet.engine import build_optimizer, train_step
-from bdirnet.images import decode_png, to_float_array, to_uint8
-from bdirnet.losses import BDIRNetObjective
+from bdirnet.images import to_uint8
+from bdirnet.losses import TrainingModule
 from bdirnet.metrics import psnr
-from bdirnet.model import BDIRNet
+from bdirnet.model import build_model
+from bdirnet.pairs import read_pairs
 
 CHECKPOINT_FILE = "state.pt"
 CONFIG_FILE = "config.json"
-
-
-def decode_pairs(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Ray Data batch transform: PNG bytes -> float32 (N, 3, H, W) ``sharp`` and ``blurred`` in [0, 1]."""
-    out = {}
-    for column in ("sharp", "blurred"):
-        out[column] = to_float_array(np.stack([decode_png(data) for data in batch[column]]))
-    return out
-
-
-def read_pairs(uri: str) -> Any:
-    """A Ray dataset of decoded pairs (``sharp``, ``blurred``) from a folder of Parquet shards."""
-    import ray
-
-    dataset = ray.data.read_parquet(uri, columns=["sharp", "blurred"])
-    return dataset.map_batches(decode_pairs, batch_format="numpy", batch_size=64)
 
 
 def run_name(train: TrainConfig, model: ModelConfig, data_hash: str) -> str:
@@ -74,8 +59,117 @@ def _all_reduce_sum(values: list[float], device: torch.device) -> list[float]:
     return values
 
 
+@dataclass
+class WorkerState:
+    """What one Ray Train worker carries from epoch to epoch."""
+
+    module: TrainingModule  # the unwrapped network + objective
+    wrapped: torch.nn.Module  # what steps go through: DDP(module) when world_size > 1, else module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    start_epoch: int = 0
+    step: int = 0
+    best_val_psnr: float = -math.inf
+
+
+def restore_checkpoint(state: WorkerState, max_epochs: int, run: str) -> None:
+    """Load the latest checkpoint of this Ray run into ``state`` (when there is one), ``weights_only``."""
+    import ray.train
+
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is None:
+        return
+    with checkpoint.as_directory() as directory:
+        saved = torch.load(Path(directory) / CHECKPOINT_FILE, map_location="cpu", weights_only=True)
+    state.module.network.load_state_dict(saved["model"])
+    state.module.objective.load_state_dict(saved["objective"])
+    state.optimizer.load_state_dict(saved["optimizer"])
+    state.scheduler.load_state_dict(saved["scheduler"])
+    state.start_epoch, state.step, state.best_val_psnr = saved["epoch"] + 1, saved["step"], saved["best_val_psnr"]
+    if ray.train.get_context().get_world_rank() == 0:
+        print(f"[train] resuming from epoch {state.start_epoch} (step {state.step}, "
+              f"best val PSNR {state.best_val_psnr:.2f})")  # fmt: skip
+    if state.start_epoch >= max_epochs:
+        raise ValueError(
+            f"run {run} already trained {state.start_epoch} epochs >= train.max_epochs {max_epochs}: raise "
+            "max_epochs to train on (the run name ignores max_epochs)"
+        )
+
+
+def train_epoch(
+    state: WorkerState, config: TrainConfig, epoch: int, device: torch.device
+) -> tuple[dict[str, float], int]:
+    """One pass over this worker's shard of the train pairs; returns the mean loss parts and the samples seen."""
+    import ray.train
+
+    memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
+    sums: dict[str, float] = {}
+    seen = 0
+    batches = ray.train.get_dataset_shard("train").iter_torch_batches(
+        batch_size=config.batch_size,
+        drop_last=True,
+        local_shuffle_buffer_size=4 * config.batch_size,
+        local_shuffle_seed=config.seed + epoch,
+        device=device,
+    )
+    for batch in batches:
+        blurred = batch["blurred"].contiguous(memory_format=memory_format)
+        sharp = batch["sharp"].contiguous(memory_format=memory_format)
+        result = train_step(
+            state.wrapped,
+            state.optimizer,
+            blurred,
+            sharp,
+            state.step,
+            bf16=config.bf16_autocast,
+            grad_clip_norm=config.grad_clip_norm,
+        )
+        state.scheduler.step()
+        state.step += 1
+        seen += blurred.shape[0]
+        for key, value in result.parts.items():
+            sums[key] = sums.get(key, 0.0) + value
+    batches_done = max(1, seen // config.batch_size)
+    return {f"train_{k}": v / batches_done for k, v in sums.items()}, seen
+
+
+def validate_epoch(network: torch.nn.Module, device: torch.device) -> tuple[float, float, np.ndarray | None]:
+    """PSNR sum and image count over this worker's shard of the val pairs, and a blurred | restored | sharp grid."""
+    import ray.train
+
+    network.eval()
+    psnr_sum, count, grid = 0.0, 0.0, None
+    with torch.no_grad():
+        for batch in ray.train.get_dataset_shard("val").iter_torch_batches(batch_size=16, device=device):
+            restored = network(batch["blurred"])
+            psnr_sum += float(psnr(restored, batch["sharp"]).sum())
+            count += float(restored.shape[0])
+            if grid is None:
+                grid = image_grid(batch["blurred"], restored, batch["sharp"])
+    return psnr_sum, count, grid
+
+
+def save_checkpoint(state: WorkerState, model_config: ModelConfig, epoch: int, metrics: dict[str, float]) -> None:
+    """Rank 0: report the epoch's metrics with a checkpoint (network, objective, optimiser, scheduler, counters)."""
+    import ray.train
+
+    with tempfile.TemporaryDirectory() as directory:
+        saved = {
+            "model": state.module.network.state_dict(),
+            "objective": state.module.objective.state_dict(),
+            "optimizer": state.optimizer.state_dict(),
+            "scheduler": state.scheduler.state_dict(),
+            "epoch": epoch,
+            "step": state.step,
+            "best_val_psnr": state.best_val_psnr,
+        }
+        torch.save(saved, Path(directory) / CHECKPOINT_FILE)
+        (Path(directory) / CONFIG_FILE).write_text(json.dumps({"model": to_dict(model_config)}))
+        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(directory))
+
+
 def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
-    """The Ray Train worker function (see module docstring)."""
+    """The Ray Train worker function: build, resume, then per epoch train, validate, log and checkpoint."""
     import ray
     import ray.train
     import ray.train.torch
@@ -86,119 +180,49 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     train_config = from_mapping(TrainConfig, loop_config["train"], "train")
     context = ray.train.get_context()
     rank, world_size = context.get_world_rank(), context.get_world_size()
-    node = ray.get_runtime_context().get_node_id()
-    print(f"[train] worker {rank}/{world_size} on node {node}")
+    print(f"[train] worker {rank}/{world_size} on node {ray.get_runtime_context().get_node_id()}")
     torch.set_num_threads(int(loop_config["threads_per_worker"]))
     torch.manual_seed(train_config.seed)
-    steps_per_epoch = int(loop_config["steps_per_epoch"])
-    total_steps = steps_per_epoch * train_config.max_epochs
+    total_steps = int(loop_config["steps_per_epoch"]) * train_config.max_epochs
 
-    model = BDIRNet(model_config)
-    objective = BDIRNetObjective(model, train_config.loss)
-    optimizer, scheduler = build_optimizer(model, objective, train_config, total_steps)
-    start_epoch, step, best_val_psnr = 0, 0, -math.inf
-    checkpoint = ray.train.get_checkpoint()
-    if checkpoint is not None:
-        with checkpoint.as_directory() as directory:
-            state = torch.load(Path(directory) / CHECKPOINT_FILE, map_location="cpu", weights_only=True)
-        model.load_state_dict(state["model"])
-        objective.load_state_dict(state["objective"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        start_epoch, step, best_val_psnr = state["epoch"] + 1, state["step"], state["best_val_psnr"]
-        if rank == 0:
-            print(f"[train] resuming from epoch {start_epoch} (step {step}, best val PSNR {best_val_psnr:.2f})")
-        if start_epoch >= train_config.max_epochs:
-            raise ValueError(
-                f"run {loop_config.get('run_name', '')} already trained {start_epoch} epochs >= train.max_epochs "
-                f"{train_config.max_epochs}: raise max_epochs to train on (the run name ignores max_epochs)"
-            )
-
+    module = TrainingModule(build_model(model_config), train_config.loss)
+    optimizer, scheduler = build_optimizer(module, train_config, total_steps)
+    state = WorkerState(module=module, wrapped=module, optimizer=optimizer, scheduler=scheduler)
+    restore_checkpoint(state, train_config.max_epochs, str(loop_config.get("run_name", "")))
     device = ray.train.torch.get_device()
     memory_format = torch.channels_last if train_config.channels_last else torch.contiguous_format
-    model = model.to(device).to(memory_format=memory_format)  # type: ignore[call-overload]
-    objective.to(device)
-    network = model
-    model = ray.train.torch.prepare_model(model, move_to_device=False)  # DDP when world_size > 1
+    module.to(device).to(memory_format=memory_format)  # type: ignore[call-overload]
+    state.wrapped = ray.train.torch.prepare_model(module, move_to_device=False)  # DDP when world_size > 1
     uri, run_id = loop_config["tracking_uri"], loop_config["mlflow_run_id"]
 
-    for epoch in range(start_epoch, train_config.max_epochs):
+    for epoch in range(state.start_epoch, train_config.max_epochs):
         started = time.perf_counter()
-        sums: dict[str, float] = {}
-        seen = 0
-        batches = ray.train.get_dataset_shard("train").iter_torch_batches(
-            batch_size=train_config.batch_size,
-            drop_last=True,
-            local_shuffle_buffer_size=4 * train_config.batch_size,
-            local_shuffle_seed=train_config.seed + epoch,
-            device=device,
-        )
-        for batch in batches:
-            blurred = batch["blurred"].contiguous(memory_format=memory_format)
-            sharp = batch["sharp"].contiguous(memory_format=memory_format)
-            result = train_step(
-                model,
-                objective,
-                optimizer,
-                blurred,
-                sharp,
-                step,
-                bf16=train_config.bf16_autocast,
-                grad_clip_norm=train_config.grad_clip_norm,
-            )
-            scheduler.step()
-            step += 1
-            seen += blurred.shape[0]
-            for key, value in result.parts.items():
-                sums[key] = sums.get(key, 0.0) + value
+        metrics, seen = train_epoch(state, train_config, epoch, device)
         train_seconds = time.perf_counter() - started
-        batches_done = max(1, seen // train_config.batch_size)
-        metrics = {f"train_{k}": v / batches_done for k, v in sums.items()}
-
-        network.eval()
-        psnr_sum, count, grid = 0.0, 0.0, None
-        with torch.no_grad():
-            for batch in ray.train.get_dataset_shard("val").iter_torch_batches(batch_size=16, device=device):
-                restored = network(batch["blurred"])
-                psnr_sum += float(psnr(restored, batch["sharp"]).sum())
-                count += float(restored.shape[0])
-                if grid is None:
-                    grid = image_grid(batch["blurred"], restored, batch["sharp"])
-        psnr_sum, count, samples = _all_reduce_sum([psnr_sum, float(count), float(seen)], device)
+        psnr_sum, count, grid = validate_epoch(module.network, device)
+        psnr_sum, count, samples = _all_reduce_sum([psnr_sum, count, float(seen)], device)
         val_psnr = psnr_sum / max(count, 1.0)
-        best_val_psnr = max(best_val_psnr, val_psnr)
+        state.best_val_psnr = max(state.best_val_psnr, val_psnr)
         metrics |= {
             "val_psnr": val_psnr,
-            "best_val_psnr": best_val_psnr,
+            "best_val_psnr": state.best_val_psnr,
             "epoch": float(epoch),
-            "step": float(step),
+            "step": float(state.step),
             "lr": float(scheduler.get_last_lr()[0]),
             "samples_per_second": samples / max(train_seconds, 1e-9),
         }
-        if rank == 0:
-            print(
-                f"[train] epoch {epoch + 1}/{train_config.max_epochs} step {step} "
-                f"loss {metrics.get('train_loss_total', float('nan')):.4f} val PSNR {val_psnr:.2f} dB "
-                f"({metrics['samples_per_second']:.1f} samples/s, {world_size} worker(s))"
-            )
-            registry.log_metrics(uri, run_id, metrics, step=epoch)
-            if grid is not None:
-                registry.log_image(uri, run_id, grid, f"grids/val_epoch_{epoch:03d}.png")
-            with tempfile.TemporaryDirectory() as directory:
-                state = {
-                    "model": network.state_dict(),
-                    "objective": objective.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(),
-                    "epoch": epoch,
-                    "step": step,
-                    "best_val_psnr": best_val_psnr,
-                }
-                torch.save(state, Path(directory) / CHECKPOINT_FILE)
-                (Path(directory) / CONFIG_FILE).write_text(json.dumps({"model": to_dict(model_config)}))
-                ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(directory))
-        else:
+        if rank != 0:
             ray.train.report(metrics, checkpoint=None)
+            continue
+        print(
+            f"[train] epoch {epoch + 1}/{train_config.max_epochs} step {state.step} "
+            f"loss {metrics.get('train_loss_total', float('nan')):.4f} val PSNR {val_psnr:.2f} dB "
+            f"({metrics['samples_per_second']:.1f} samples/s, {world_size} worker(s))"
+        )
+        registry.log_metrics(uri, run_id, metrics, step=epoch)
+        if grid is not None:
+            registry.log_image(uri, run_id, grid, f"grids/val_epoch_{epoch:03d}.png")
+        save_checkpoint(state, model_config, epoch, metrics)
 
 
 def worker_resources() -> dict[str, float]:
@@ -296,13 +320,13 @@ def checkpoint_uri(checkpoint: Any) -> str:
     return str(checkpoint.path) if kind == "local" else f"{kind}://{checkpoint.path}"
 
 
-def load_checkpoint_model(checkpoint_dir: str) -> BDIRNet:
+def load_checkpoint_model(checkpoint_dir: str) -> torch.nn.Module:
     """The BDIRNet of a checkpoint folder (local path or URI Ray can read), in eval mode."""
     import ray.train
 
     with ray.train.Checkpoint(checkpoint_dir).as_directory() as directory:
         config = json.loads((Path(directory) / CONFIG_FILE).read_text())
         state = torch.load(Path(directory) / CHECKPOINT_FILE, map_location="cpu", weights_only=True)
-    model = BDIRNet(from_mapping(ModelConfig, config["model"], f"{checkpoint_dir}/{CONFIG_FILE}"))
+    model = build_model(from_mapping(ModelConfig, config["model"], f"{checkpoint_dir}/{CONFIG_FILE}"))
     model.load_state_dict(state["model"])
     return model.eval()

@@ -27,20 +27,20 @@ from typing import Any
 import torch
 
 from bdirnet.config import ConfigError, ModelConfig, from_mapping, to_dict
-from bdirnet.model import BDIRNet
+from bdirnet.model import build_model
 
 FORMAT = "bdirnet-weights"
 FORMAT_VERSION = 1
 
 
-def save_weights(path: Path, model: BDIRNet, meta: dict[str, Any]) -> str:
+def save_weights(path: Path, model: torch.nn.Module, meta: dict[str, Any]) -> str:
     """Write ``model``'s weights, its config and ``meta`` (JSON-serialisable) to ``path`` atomically; returns the
     file's SHA-256. The tensors are saved on the CPU, detached, in a stable key order."""
     payload = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "state_dict": {key: value.detach().cpu().clone() for key, value in model.state_dict().items()},
-        "model_config": json.dumps(to_dict(model.config), sort_keys=True),
+        "model_config": json.dumps(to_dict(model_config_of(model)), sort_keys=True),
         "meta": json.dumps(meta, sort_keys=True),
     }
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -86,16 +86,26 @@ def read_weights(path: Path) -> tuple[dict[str, torch.Tensor], ModelConfig, dict
     return state_dict, config, meta
 
 
-def load_weights(path: Path | str) -> tuple[BDIRNet, dict[str, Any]]:
+def load_weights(path: Path | str) -> tuple[torch.nn.Module, dict[str, Any]]:
     """The BDIRNet of a weights file, in eval mode, and its meta."""
     path = Path(path)
     state_dict, config, meta = read_weights(path)
-    model = BDIRNet(config)
+    model = build_model(config)
     try:
         model.load_state_dict(state_dict)
     except RuntimeError as error:
         raise ValueError(f"{path}: weights do not fit the model config they carry ({error})") from None
     return model.eval(), meta
+
+
+def model_config_of(model: torch.nn.Module) -> ModelConfig:
+    """The ``ModelConfig`` a network was built from (every registered architecture keeps it as ``.config``)."""
+    config = getattr(model, "config", None)
+    if not isinstance(config, ModelConfig):
+        raise TypeError(
+            f"{type(model).__name__} has no ModelConfig in .config; build it with bdirnet.model.build_model"
+        )
+    return config
 
 
 def file_sha256(path: Path) -> str:

@@ -27,7 +27,7 @@ from bdirnet.config import ModelConfig, TrainConfig, load_params
 from bdirnet.degrade import FAMILIES, degrade
 from bdirnet.engine import build_optimizer, train_step
 from bdirnet.images import decode_png
-from bdirnet.losses import BDIRNetObjective
+from bdirnet.losses import TrainingModule
 from bdirnet.metrics import psnr
 
 # name -> (model overrides, loss overrides)
@@ -94,9 +94,9 @@ def run_attempt(
     loss = dataclasses.replace(base_train.loss, **loss_overrides)
     train_config = dataclasses.replace(base_train, loss=loss, batch_size=batch)
     torch.manual_seed(base_train.seed)
-    model = BDIRNet(model_config).to(memory_format=torch.channels_last)  # type: ignore[call-overload]
-    objective = BDIRNetObjective(model, loss)
-    optimizer, scheduler = build_optimizer(model, objective, train_config, steps)
+    model = BDIRNet(model_config)
+    module = TrainingModule(model, loss).to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    optimizer, scheduler = build_optimizer(module, train_config, steps)
     sharp_all, blurred_all = data
     order = torch.randperm(len(sharp_all), generator=torch.Generator().manual_seed(base_train.seed))
     started = time.perf_counter()
@@ -106,7 +106,7 @@ def run_attempt(
             index = order[:batch]
         sharp = sharp_all[index].contiguous(memory_format=torch.channels_last)
         blurred = blurred_all[index].contiguous(memory_format=torch.channels_last)
-        train_step(model, objective, optimizer, blurred, sharp, step, bf16=True, grad_clip_norm=1.0)
+        train_step(module, optimizer, blurred, sharp, step, bf16=True, grad_clip_norm=1.0)
         scheduler.step()
     seconds = time.perf_counter() - started
     families = score(model, val)

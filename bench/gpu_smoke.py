@@ -18,7 +18,7 @@ from bdirnet import BDIRNet, ModelConfig
 from bdirnet.config import LossConfig, TrainConfig
 from bdirnet.degrade import FAMILIES, degrade
 from bdirnet.engine import build_optimizer, train_step
-from bdirnet.losses import BDIRNetObjective
+from bdirnet.losses import TrainingModule
 
 
 def synchronize(device: torch.device) -> None:
@@ -39,17 +39,17 @@ def pairs_per_second(device: torch.device, family: str, size: int, batch: int, r
 
 def steps_per_second(device: torch.device, width: int, size: int, batch: int, steps: int) -> float:
     torch.manual_seed(0)
-    model = BDIRNet(ModelConfig(width_channels=width)).to(device).to(memory_format=torch.channels_last)
-    objective = BDIRNetObjective(model, LossConfig()).to(device)
-    optimizer, _ = build_optimizer(model, objective, TrainConfig(), total_steps=steps + 3)
+    module = TrainingModule(BDIRNet(ModelConfig(width_channels=width)), LossConfig())
+    module = module.to(device).to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    optimizer, _ = build_optimizer(module, TrainConfig(), total_steps=steps + 3)
     sharp = torch.rand(batch, 3, size, size, device=device).contiguous(memory_format=torch.channels_last)
     blurred, _ = degrade(sharp, "motion", seed=0)
     for step in range(3):
-        train_step(model, objective, optimizer, blurred, sharp, step, bf16=True)
+        train_step(module, optimizer, blurred, sharp, step, bf16=True)
     synchronize(device)
     start = time.perf_counter()
     for step in range(steps):
-        train_step(model, objective, optimizer, blurred, sharp, step + 3, bf16=True)
+        train_step(module, optimizer, blurred, sharp, step + 3, bf16=True)
     synchronize(device)
     return steps / (time.perf_counter() - start)
 

@@ -14,7 +14,7 @@ import torch
 from bdirnet import BDIRNet, ModelConfig
 from bdirnet.config import LossConfig, TrainConfig
 from bdirnet.engine import autocast_context, build_optimizer, train_step
-from bdirnet.losses import BDIRNetObjective
+from bdirnet.losses import TrainingModule
 from bdirnet.model import count_parameters, forward_flops
 
 
@@ -31,19 +31,18 @@ def train_samples_per_second(
     model_config: ModelConfig, loss: LossConfig, bf16: bool, channels_last: bool, patch: int, steps: int
 ) -> float:
     torch.manual_seed(0)
-    model = BDIRNet(model_config)
-    objective = BDIRNetObjective(model, loss)
+    module = TrainingModule(BDIRNet(model_config), loss)
     config = TrainConfig(batch_size=8, loss=loss)
-    optimizer, _ = build_optimizer(model, objective, config, total_steps=steps + 2)
+    optimizer, _ = build_optimizer(module, config, total_steps=steps + 2)
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
-    model = model.to(memory_format=memory_format)
+    module = module.to(memory_format=memory_format)  # type: ignore[call-overload]
     sharp = torch.rand(8, 3, patch, patch).contiguous(memory_format=memory_format)
     blurred = (sharp * 0.9).contiguous(memory_format=memory_format)
     for step in range(2):
-        train_step(model, objective, optimizer, blurred, sharp, step, bf16=bf16)
+        train_step(module, optimizer, blurred, sharp, step, bf16=bf16)
     start = time.perf_counter()
     for step in range(steps):
-        train_step(model, objective, optimizer, blurred, sharp, step + 2, bf16=bf16)
+        train_step(module, optimizer, blurred, sharp, step + 2, bf16=bf16)
     return 8 * steps / (time.perf_counter() - start)
 
 

@@ -26,7 +26,7 @@ from bdirnet import BDIRNet, ModelConfig
 from bdirnet.config import DegradeConfig, IngestConfig, PairsConfig, TrainConfig
 from bdirnet.datasets import bundle_skimage_photos, ingest_folder, read_manifest
 from bdirnet.engine import build_optimizer, train_step
-from bdirnet.losses import BDIRNetObjective
+from bdirnet.losses import TrainingModule
 from bdirnet.pairs import BlurPairs, plan_crops, write_pairs
 from bdirnet.runtime import init_ray, shutdown_ray
 from bdirnet.training import decode_pairs
@@ -45,17 +45,15 @@ def plain_training(pairs_dir: Path, model_config: ModelConfig, train: TrainConfi
     torch.manual_seed(0)
     table = pq.read_table(pairs_dir / "train", columns=["sharp", "blurred"])
     decoded = decode_pairs({"sharp": table["sharp"].to_numpy(), "blurred": table["blurred"].to_numpy()})
-    model = BDIRNet(model_config).to(memory_format=torch.channels_last)
-    objective = BDIRNetObjective(model, train.loss)
-    optimizer, _ = build_optimizer(model, objective, train, total_steps=steps)
+    module = TrainingModule(BDIRNet(model_config), train.loss).to(memory_format=torch.channels_last)
+    optimizer, _ = build_optimizer(module, train, total_steps=steps)
     sharp_all, blurred_all = torch.from_numpy(decoded["sharp"]), torch.from_numpy(decoded["blurred"])
     batch = train.batch_size
     start = time.perf_counter()
     for step in range(steps):
         index = torch.arange(step * batch, (step + 1) * batch) % sharp_all.shape[0]
         train_step(
-            model,
-            objective,
+            module,
             optimizer,
             blurred_all[index].contiguous(memory_format=torch.channels_last),
             sharp_all[index].contiguous(memory_format=torch.channels_last),

@@ -11,7 +11,7 @@ from bdirnet import BDIRNet, ModelConfig
 from bdirnet.config import LossConfig, TrainConfig
 from bdirnet.degrade import degrade
 from bdirnet.engine import build_optimizer, train_step
-from bdirnet.losses import BDIRNetObjective
+from bdirnet.losses import TrainingModule
 from bdirnet.metrics import psnr
 
 
@@ -20,8 +20,8 @@ def train_on_photo(
 ) -> tuple[BDIRNet, list[float]]:
     """Train on random patches of the top 3/4 of ``image``; returns the model and the feature RMS per step."""
     model = BDIRNet(model_config)
-    objective = BDIRNetObjective(model, config.loss)
-    optimizer, scheduler = build_optimizer(model, objective, config, total_steps=steps)
+    module = TrainingModule(model, config.loss)
+    optimizer, scheduler = build_optimizer(module, config, total_steps=steps)
     rng = np.random.default_rng(config.seed)
     top = int(image.shape[-2] * 0.75)
     feature_rms = []
@@ -30,7 +30,7 @@ def train_on_photo(
         xs = rng.integers(0, image.shape[-1] - patch, config.batch_size)
         sharp = torch.stack([image[:, y : y + patch, x : x + patch] for y, x in zip(ys, xs, strict=True)])
         blurred, _ = degrade(sharp, family, seed=step, noise_sigma_max=0.0)  # blur alone: the test is about deblurring
-        result = train_step(model, objective, optimizer, blurred, sharp, step, bf16=config.bf16_autocast)
+        result = train_step(module, optimizer, blurred, sharp, step, bf16=config.bf16_autocast)
         scheduler.step()
         assert np.isfinite(list(result.parts.values())).all(), f"step {step}: {result.parts}"
         feature_rms.append(result.parts["feature_rms_blurred"])

@@ -1,14 +1,28 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import pytest
 import torch
 
 from bdirnet import BDIRNet, ModelConfig
-from bdirnet.config import LossConfig
-from bdirnet.losses import BDIRNetObjective
-from bdirnet.model import SAID, SAIR, count_parameters, forward_flops, instance_stats
+from bdirnet.config import ConfigError, LossConfig, TrainConfig
+from bdirnet.engine import build_optimizer, train_step
+from bdirnet.losses import BDIRNetObjective, TrainingModule, charbonnier
+from bdirnet.model import (
+    ARCHITECTURES,
+    SAID,
+    SAIR,
+    Latents,
+    TrainOutputs,
+    build_model,
+    count_parameters,
+    forward_flops,
+    instance_stats,
+    register_architecture,
+)
+from bdirnet.weights import load_weights, save_weights
 
 TINY = ModelConfig(width_channels=8, levels=2)
 
@@ -54,9 +68,11 @@ class TestBDIRNet:
         only_blurred = model.forward_train(blurred, None)
         assert only_blurred.restored_from_sharp is None and only_blurred.latents_sharp is None
         assert torch.allclose(only_blurred.restored_from_blurred, outputs.restored_from_blurred, atol=1e-5)
-        # Same through __call__ (what DDP sees).
-        via_call = model(blurred, sharp, train=True)
-        assert torch.allclose(via_call.restored_from_blurred, outputs.restored_from_blurred)
+        # Through the training module (what DDP wraps): the same restoration is what the loss sees.
+        module = TrainingModule(model, LossConfig(latent_warmup_steps=0, autoencode_weight=0.0))
+        assert float(module(blurred, sharp, 0).parts["loss_restore"]) == pytest.approx(
+            float(charbonnier(outputs.restored_from_blurred, sharp)), rel=1e-5
+        )
 
     def test_forward_train_rejects_unpadded_patches(self) -> None:
         with pytest.raises(ValueError, match="multiples of 4"):
@@ -162,3 +178,53 @@ class TestSAIR:
         x = torch.rand(1, 4, 4, 4, dtype=torch.float64, requires_grad=True)
         z = torch.rand(1, 8, 2, 2, dtype=torch.float64, requires_grad=True)
         assert torch.autograd.gradcheck(sair, (x, z))
+
+
+class _EdgeEncoder(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 8, 3, padding=1)
+
+    def forward(self, image: torch.Tensor) -> Latents:
+        return Latents(skips=[], bottleneck=self.conv(image))
+
+
+class _TwoConvNet(torch.nn.Module):
+    """A minimal non-BDIRNet architecture: one latent level, no SAID/SAIR, no padding."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.encoder = _EdgeEncoder()
+        self.decoder = torch.nn.Conv2d(8, 3, 3, padding=1)
+
+    def forward(self, blurred: torch.Tensor) -> torch.Tensor:
+        return (blurred + self.decoder(self.encoder(blurred).bottleneck)).clamp(0, 1)
+
+    def forward_train(self, blurred: torch.Tensor, sharp: torch.Tensor | None) -> TrainOutputs:
+        latents = self.encoder(blurred)
+        return TrainOutputs(blurred + self.decoder(latents.bottleneck), None, latents, None)
+
+    def latent_channels(self) -> list[int]:
+        return [8]
+
+
+def test_a_registered_architecture_trains_through_the_objective(tmp_path: Path) -> None:
+    """A new architecture is a class + ``model.arch``: the objective, training step and weights file take it."""
+    register_architecture("two_conv_test")(_TwoConvNet)
+    try:
+        config = ModelConfig(arch="two_conv_test")
+        network = build_model(config)
+        module = TrainingModule(network, LossConfig(latent_warmup_steps=0, latent_weight=1.0))
+        optimizer, _ = build_optimizer(module, TrainConfig(), total_steps=2)
+        sharp = torch.rand(2, 3, 12, 12)
+        before = network.decoder.weight.detach().clone()
+        result = train_step(module, optimizer, sharp.roll(1, dims=-1), sharp, step=0)
+        assert "loss_latent" in result.parts and not torch.equal(before, network.decoder.weight)
+        save_weights(tmp_path / "w.pt", network, {"variant": "x"})
+        loaded, _ = load_weights(tmp_path / "w.pt")
+        assert isinstance(loaded, _TwoConvNet) and torch.equal(loaded(sharp), network.eval()(sharp))
+    finally:
+        ARCHITECTURES.pop("two_conv_test")
+    with pytest.raises(ConfigError, match=r"model\.arch 'two_conv_test' is not a registered architecture"):
+        build_model(ModelConfig(arch="two_conv_test"))
