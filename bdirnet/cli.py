@@ -4,6 +4,8 @@
   ``eval.json``, its per-family table).
 - ``bdirnet data push FOLDER s3://...`` / ``bdirnet data pull s3://... FOLDER``: move a raw dataset folder to and
   from S3 (boto3; ``AWS_ENDPOINT_URL`` for S3-compatible servers), skipping unchanged files.
+- ``bdirnet deblur INPUT... -o OUTDIR``: restore your own photos (files, folders, globs) with the champion (or
+  ``--model``), tiled to fit ``--max-memory``; one line per bad file, exit code 1 when any failed.
 - ``bdirnet set-params params.quick.yaml``: the file's overrides as ``dvc exp run`` arguments, one per line
   (``-S``, ``train.max_epochs=1``, ...); ``scripts/study.sh --quick`` uses it.
 """
@@ -31,9 +33,23 @@ def main(argv: list[str] | None = None) -> int:
     pull = direction.add_parser("pull", help="download a folder: bdirnet data pull s3://bucket/raw/mine data/raw/mine")
     pull.add_argument("uri")
     pull.add_argument("folder", type=Path)
+    deblur = commands.add_parser("deblur", help="restore your own photos: bdirnet deblur my_photo.jpg -o restored/")
+    deblur.add_argument("inputs", nargs="+", help="photo files, folders (their photos) or globs")
+    deblur.add_argument("-o", "--out", type=Path, default=Path("restored"), help="output folder (default: restored/)")
+    model_help = "models:/bdirnet@<alias>, models:/bdirnet/<version>, or a weights file models/<run>.pt"
+    deblur.add_argument("--model", default="models:/bdirnet@champion", help=model_help)
+    deblur.add_argument("--tile", type=int, default=None, help="tile size in px (default: from --max-memory)")
+    deblur.add_argument("--tile-overlap", type=int, default=32, help="overlap of neighbouring tiles in px")
+    deblur.add_argument("--max-memory", type=float, default=2.0, help="memory budget in GiB for automatic tiling")
+    deblur.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    deblur.add_argument("--bf16", action="store_true", help="bf16 autocast (faster on AMX CPUs and recent GPUs)")
+    deblur.add_argument("--suffix", default="_deblurred", help="added to each output name (default: _deblurred)")
+    deblur.add_argument("--ext", default=None, help="output format by extension, e.g. png (default: the input's)")
     set_params = commands.add_parser("set-params", help="print a YAML overrides file as dvc exp run -S arguments")
     set_params.add_argument("overrides", type=Path)
     args = parser.parse_args(argv)
+    if args.command == "deblur":
+        return deblur_command(args)
     if args.command == "set-params":
         from bdirnet.config import ConfigError, set_param_arguments
 
@@ -75,6 +91,87 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {args.report}: neither a robustness nor an eval report", file=sys.stderr)
             return 2
     return 0
+
+
+def collect_inputs(specs: list[str]) -> tuple[list[Path], list[str]]:
+    """The photo files named by files, folders (recursively) and globs, in order, once each; and the specs that
+    named nothing."""
+    import glob
+
+    from bdirnet.deblur import PHOTO_SUFFIXES
+
+    found: list[Path] = []
+    missing: list[str] = []
+    for spec in specs:
+        path = Path(spec)
+        if path.is_dir():
+            matches = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in PHOTO_SUFFIXES)
+        elif path.is_file():
+            matches = [path]
+        else:
+            matches = sorted(Path(p) for p in glob.glob(spec, recursive=True) if Path(p).is_file())
+        if not matches:
+            missing.append(spec)
+        found += [m for m in matches if m not in found]
+    return found, missing
+
+
+def deblur_command(args: argparse.Namespace) -> int:
+    """``bdirnet deblur``: restore every photo; a bad file gets one line and the others go on."""
+    import time
+
+    import torch
+    from tqdm import tqdm
+
+    from bdirnet.deblur import load_network, read_photo, restore, tile_for_memory, write_photo
+
+    photos, missing = collect_inputs(args.inputs)
+    for spec in missing:
+        print(f"error: {spec}: no such file, folder or matching photo", file=sys.stderr)
+    if not photos:
+        return 2
+    device = "cuda" if args.device == "auto" and torch.cuda.is_available() else args.device
+    device = "cpu" if device == "auto" else device
+    if device == "cuda" and not torch.cuda.is_available():
+        print("error: --device cuda: no CUDA device here", file=sys.stderr)
+        return 2
+    try:
+        network = load_network(args.model)
+    except (ValueError, FileNotFoundError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    failed: list[str] = []
+    seconds_total = 0.0
+    args.out.mkdir(parents=True, exist_ok=True)
+    progress = tqdm(photos, unit="photo", file=sys.stderr, disable=not sys.stderr.isatty())
+    for path in progress:
+        ext = f".{args.ext.lstrip('.').lower()}" if args.ext else path.suffix.lower()
+        target = args.out / f"{path.stem}{args.suffix}{ext}"
+        if target.resolve() == path.resolve():
+            failed.append(str(path))
+            print(f"error: {path}: the output would overwrite the input (set -o or --suffix)", file=sys.stderr)
+            continue
+        try:
+            started = time.perf_counter()
+            photo = read_photo(path)
+            image = photo.tensor()
+            height, width = image.shape[-2:]
+            tile = args.tile or tile_for_memory(network, height, width, int(args.max_memory * 2**30))
+            restored = restore(network, image, tile=tile, overlap=args.tile_overlap, device=device, bf16=args.bf16)
+            write_photo(target, photo, restored)
+            seconds = time.perf_counter() - started
+        except (ValueError, OSError) as error:
+            failed.append(str(path))
+            message = str(error) if str(path) in str(error) else f"{path}: {error}"
+            progress.write(f"error: {message}", file=sys.stderr)
+            continue
+        seconds_total += seconds
+        tiles = f", {tile} px tiles" if tile else ""
+        progress.write(f"{path} -> {target} ({width}×{height}{tiles}, {seconds:.1f}s)")
+    done = len(photos) - len(failed)
+    print(f"deblur: {done} of {len(photos)} photos restored in {seconds_total:.1f}s to {args.out}"
+          + (f"; {len(failed)} failed" if failed else ""))  # fmt: skip
+    return 1 if failed or missing else 0
 
 
 if __name__ == "__main__":
