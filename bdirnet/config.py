@@ -100,6 +100,10 @@ class LossConfig:
             raise ConfigError("train.loss.latent_warmup_steps must be >= 0")
         if self.latent_min_level < 0:
             raise ConfigError(f"train.loss.latent_min_level must be >= 0, got {self.latent_min_level}")
+        if self.infonce_temperature <= 0:
+            raise ConfigError(f"train.loss.infonce_temperature must be > 0, got {self.infonce_temperature}")
+        if self.charbonnier_eps <= 0:
+            raise ConfigError(f"train.loss.charbonnier_eps must be > 0, got {self.charbonnier_eps}")
 
 
 @dataclass(frozen=True)
@@ -117,6 +121,8 @@ class DegradeConfig:
         for name in (*self.train_families, *self.held_out_families):
             if name not in FAMILIES:
                 raise ConfigError(f"degrade: unknown blur family {name!r}; expected one of {FAMILIES}")
+        if not self.train_families:
+            raise ConfigError("degrade.train_families must name at least one family")
         overlap = set(self.train_families) & set(self.held_out_families)
         if overlap:
             raise ConfigError(f"degrade: families both trained on and held out: {sorted(overlap)}")
@@ -148,6 +154,10 @@ class TrainConfig:
             raise ConfigError("train.batch_size, train.max_epochs and train.num_workers must be >= 1")
         if self.lr <= 0:
             raise ConfigError(f"train.lr must be > 0, got {self.lr}")
+        if self.weight_decay < 0:
+            raise ConfigError(f"train.weight_decay must be >= 0, got {self.weight_decay}")
+        if self.grad_clip_norm < 0:
+            raise ConfigError(f"train.grad_clip_norm must be >= 0 (0 disables clipping), got {self.grad_clip_norm}")
         if not self.run_name.replace("-", "").replace("_", "").isalnum():
             raise ConfigError(f"train.run_name must be letters, digits, - or _, got {self.run_name!r}")
 
@@ -164,8 +174,12 @@ class IngestConfig:
     split_salt: str = "255:"
 
     def __post_init__(self) -> None:
-        if not self.dataset or "/" in self.dataset:
+        if not self.dataset or self.dataset in (".", "..") or any(c in self.dataset for c in "/\\\x00"):
             raise ConfigError(f"ingest.dataset must be a folder name under data/raw/, got {self.dataset!r}")
+        if self.min_side_px < 16:
+            raise ConfigError(f"ingest.min_side_px must be >= 16, got {self.min_side_px}")
+        if self.max_pixels < 16 * 16:
+            raise ConfigError(f"ingest.max_pixels must be >= 256, got {self.max_pixels}")
         if self.val_percent < 0 or self.test_percent < 0 or self.val_percent + self.test_percent >= 100:
             raise ConfigError("ingest.val_percent and ingest.test_percent must be >= 0 and sum to < 100")
 

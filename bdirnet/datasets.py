@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import zlib
 from dataclasses import asdict, dataclass, field
@@ -147,8 +148,18 @@ def ingest_folder(raw_dir: Path, out_dir: Path, rules: IngestConfig) -> IngestRe
     records: list[ImageRecord] = []
     quarantined: dict[str, str] = {}
     files = sorted(p for p in raw_dir.rglob("*") if p.is_file() and not p.name.startswith("."))
+    used_names: set[str] = set()
     for path in files:
         name = path.relative_to(raw_dir).as_posix()
+        try:
+            name.encode("utf-8")
+        except UnicodeEncodeError:
+            # A file name that is not UTF-8 (it decoded with surrogate escapes): named safely, kept out.
+            shown = os.fsencode(name).decode("utf-8", "backslashreplace")
+            quarantined[shown] = "file name is not valid UTF-8 (rename the file)"
+            quarantine_dir.mkdir(exist_ok=True)
+            shutil.copyfile(path, quarantine_dir / f"non-utf8-{hashlib.sha256(os.fsencode(name)).hexdigest()[:12]}")
+            continue
         try:
             array, notes = load_rgb8(path, rules)
         except BadImage as error:
@@ -157,6 +168,10 @@ def ingest_folder(raw_dir: Path, out_dir: Path, rules: IngestConfig) -> IngestRe
             shutil.copyfile(path, quarantine_dir / name.replace("/", "__"))
             continue
         file_name = _output_name(name)
+        if file_name in used_names:  # a/b.png vs a__b.png, x.jpg vs x.jpg.png: never overwrite another image
+            file_name = f"{file_name[:-4]}-{hashlib.sha256(name.encode()).hexdigest()[:8]}.png"
+            notes.append("output name collided with another file's; hash suffix added")
+        used_names.add(file_name)
         Image.fromarray(array).save(images_dir / file_name, format="PNG")
         records.append(
             ImageRecord(

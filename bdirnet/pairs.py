@@ -47,6 +47,11 @@ def plan_crops(
         if split == "test":
             size = min(pairs.test_crop_px, (min(record.height, record.width) // pairs.test_crops_per_side) // 16 * 16)
             n = pairs.test_crops_per_side
+            if size < 16:
+                raise ValueError(
+                    f"{record.name}: {record.width}×{record.height} is too small for pairs.test_crops_per_side {n} "
+                    f"(its crops would be {size} px; lower test_crops_per_side)"
+                )
             top0 = (record.height - n * size) // 2
             left0 = (record.width - n * size) // 2
             boxes = [(top0 + i * size, left0 + j * size, size) for i in range(n) for j in range(n)]

@@ -71,6 +71,14 @@ def _wrap(error: Exception, bucket: str, endpoint: str | None) -> StorageError:
         if code in ("NoSuchBucket", "404"):
             return StorageError(f"S3 bucket not found at {where}")
         return StorageError(f"S3 error {code} at {where}: {error}")
+    from botocore.exceptions import BotoCoreError, NoCredentialsError
+
+    if isinstance(error, NoCredentialsError):
+        return StorageError(
+            f"no AWS credentials found for {where}: set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or a profile"
+        )
+    if isinstance(error, OSError) and not isinstance(error, BotoCoreError):
+        return StorageError(f"local I/O error ({where}): {type(error).__name__}: {error}")
     return StorageError(f"S3 unreachable at {where}: {type(error).__name__}: {error}")
 
 
@@ -171,9 +179,19 @@ def download_folder(uri: str, local: Path, endpoint: str | None = None) -> Trans
     remote = list_objects(uri, endpoint)
     if not remote:
         raise StorageError(f"nothing under {uri} (endpoint {endpoint or endpoint_url() or 'AWS default'})")
+    unsafe = sorted(key for key in remote if not is_folder_marker(key) and not safe_relative_key(key))
+    if unsafe:
+        raise StorageError(
+            f"{uri}: refusing to download {len(unsafe)} object(s) whose key would escape {local} or is malformed "
+            f"(absolute, '..' or empty path parts): {unsafe[:5]}"
+        )
+    if local.exists() and not local.is_dir():
+        raise StorageError(f"{local}: not a folder (the download target must be a folder)")
     s3 = client(endpoint)
     todo = []
     for relative, (size, etag) in sorted(remote.items()):
+        if is_folder_marker(relative):
+            continue
         target = local / relative
         if target.is_file() and target.stat().st_size == size and file_etag(target) == etag:
             continue
@@ -190,6 +208,19 @@ def download_folder(uri: str, local: Path, endpoint: str | None = None) -> Trans
     except (*_storage_errors(), OSError) as error:  # type: ignore[misc]
         raise _wrap(error, location.bucket, s3.meta.endpoint_url) from None
     return TransferReport(len(todo), len(remote) - len(todo), sum(size for _, _, size in todo))
+
+
+def is_folder_marker(key: str) -> bool:
+    """An empty object whose key ends in ``/`` (what consoles create for "folders"), relative to the prefix."""
+    return key == "" or key.endswith("/")
+
+
+def safe_relative_key(key: str) -> bool:
+    """Whether an object key, relative to the pulled prefix, names a file inside the target folder: no absolute
+    path, no ``..``, ``.`` or empty parts (``a//b``), no backslashes or NUL."""
+    if not key or key.startswith("/") or "\\" in key or "\x00" in key:
+        return False
+    return all(part not in ("", ".", "..") for part in key.split("/"))
 
 
 def ensure_bucket(bucket: str, endpoint: str | None = None) -> None:

@@ -153,3 +153,23 @@ def test_dataclass_defaults_are_the_params_yaml_values() -> None:
         if section == "study":  # the study's variant list and seeds are the pipeline's choice, not a library default
             continue
         assert to_dict(cls()) == params[section], section
+
+
+@pytest.mark.parametrize(
+    ("section", "values", "message"),
+    [
+        ("train", {"grad_clip_norm": -1.0}, "grad_clip_norm must be >= 0"),
+        ("train", {"weight_decay": -1.0}, "weight_decay must be >= 0"),
+        ("loss", {"infonce_temperature": 0.0}, "infonce_temperature must be > 0"),
+        ("loss", {"charbonnier_eps": 0.0}, "charbonnier_eps must be > 0"),
+        ("ingest", {"min_side_px": -5}, "min_side_px must be >= 16"),
+        ("ingest", {"dataset": ".."}, "must be a folder name under data/raw/"),
+        ("degrade", {"train_families": ()}, "train_families must name at least one family"),
+    ],
+)
+def test_values_out_of_range_are_refused(section: str, values: dict[str, object], message: str) -> None:
+    from bdirnet.config import DegradeConfig, IngestConfig
+
+    cls = {"train": TrainConfig, "loss": LossConfig, "ingest": IngestConfig, "degrade": DegradeConfig}[section]
+    with pytest.raises(ConfigError, match=message):
+        cls(**values)

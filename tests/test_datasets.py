@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -110,3 +111,64 @@ def test_bundled_photos_split_is_stable(tmp_path: Path) -> None:
     again = ingest_folder(tmp_path / "skimage", tmp_path / "out2", IngestConfig())
     before = {r.name: r.split for r in report.images}
     assert all(before[r.name] == r.split for r in again.images if r.name in before)
+
+
+def test_exif_rotation_gives_the_known_upright_pixels(tmp_path: Path) -> None:
+    """Orientation 6 means "rotate 90° clockwise to display": the stored image is the upright one turned
+    counter-clockwise. The ingested pixels must equal the upright original exactly (PNG, lossless)."""
+    upright = photo_array((96, 128))
+    stored = np.ascontiguousarray(np.rot90(upright, 1))  # what the camera wrote
+    image = Image.fromarray(stored)
+    exif = image.getexif()
+    exif[0x0112] = 6
+    image.save(tmp_path / "phone.png", exif=exif)
+    pixels, notes = load_rgb8(tmp_path / "phone.png", RULES)
+    assert notes == ["EXIF orientation 6 applied"] and np.array_equal(pixels, upright)
+
+
+def test_corrupt_exif_is_noted_not_fatal(tmp_path: Path) -> None:
+    buffer = io.BytesIO()
+    Image.fromarray(photo_array()).save(buffer, format="JPEG", exif=b"Exif\x00\x00MM\x00*\x00\x00\x00\x08\xff\xff")
+    (tmp_path / "raw").mkdir()
+    (tmp_path / "raw" / "bad_exif.jpg").write_bytes(buffer.getvalue())
+    Image.fromarray(photo_array()).save(tmp_path / "raw" / "fine.png")
+    report = ingest_folder(tmp_path / "raw", tmp_path / "out", RULES)
+    assert {r.name for r in report.images} == {"bad_exif.jpg", "fine.png"} and not report.quarantined
+
+
+def test_non_utf8_name_is_quarantined_and_the_rest_ingested(tmp_path: Path) -> None:
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    Image.fromarray(photo_array()).save(raw / "fine.png")
+    Image.fromarray(photo_array()).save(os.fsdecode(os.fsencode(str(raw)) + b"/caf\xe9.png"))
+    report = ingest_folder(raw, tmp_path / "out", RULES)
+    assert [r.name for r in report.images] == ["fine.png"]
+    assert list(report.quarantined) == ["caf\\xe9.png"] and "not valid UTF-8" in report.quarantined["caf\\xe9.png"]
+    json.loads((tmp_path / "out" / "manifest.json").read_text())  # still valid JSON
+
+
+def test_colliding_output_names_never_overwrite(tmp_path: Path) -> None:
+    raw = tmp_path / "raw"
+    (raw / "a").mkdir(parents=True)
+    first, second, third = photo_array(), photo_array()[::-1].copy(), photo_array()[:, ::-1].copy()
+    Image.fromarray(first).save(raw / "a" / "b.png")
+    Image.fromarray(second).save(raw / "a__b.png")
+    Image.fromarray(third).save(raw / "x.jpg.png")
+    Image.fromarray(first).save(raw / "x.jpg", quality=95)
+    report = ingest_folder(raw, tmp_path / "out", RULES)
+    files = [r.file for r in report.images]
+    assert len(files) == len(set(files)) == 4
+    by_name = {r.name: np.asarray(Image.open(tmp_path / "out" / r.file)) for r in report.images}
+    assert np.array_equal(by_name["a/b.png"], first) and np.array_equal(by_name["a__b.png"], second)
+    assert np.array_equal(by_name["x.jpg.png"], third)
+
+
+def test_float_tiff_and_low_valued_16_bit_png_keep_their_brightness(tmp_path: Path) -> None:
+    gray = photo_array()[..., 0]
+    Image.fromarray(gray.astype(np.float32) / 255.0, mode="F").save(tmp_path / "float.tif")
+    float_pixels, notes = load_rgb8(tmp_path / "float.tif", RULES)
+    assert np.abs(float_pixels[..., 0].astype(int) - gray).max() <= 1, notes
+    dark = (gray // 2).astype(np.uint16)  # a dark 16-bit image: every value <= 255, still 16-bit
+    Image.fromarray(dark).save(tmp_path / "dark16.png")
+    dark_pixels, notes = load_rgb8(tmp_path / "dark16.png", RULES)
+    assert int(dark_pixels.max()) <= 1 and "16-bit" in notes[0]  # 127/65535 of full scale: near black, not 257x

@@ -74,3 +74,45 @@ def test_unreachable_server_is_a_clear_error_not_a_hang(tmp_path: Path, monkeypa
 def test_bad_uri() -> None:
     with pytest.raises(ValueError, match="expected an s3://bucket/prefix URI"):
         storage.S3Location.parse("/local/path")
+
+
+def test_pull_refuses_keys_that_escape_the_folder(s3_endpoint: str, tmp_path: Path) -> None:
+    """Object keys with '..', '//' or a leading '/' never write outside the target; folder markers are skipped."""
+    s3 = storage.client()
+    bucket, prefix = "bdirnet-test", "traversal"
+    s3.put_object(Bucket=bucket, Key=f"{prefix}/", Body=b"")  # a console's "folder" marker
+    s3.put_object(Bucket=bucket, Key=f"{prefix}/sub/", Body=b"")
+    s3.put_object(Bucket=bucket, Key=f"{prefix}/ok.txt", Body=b"fine")
+    target = tmp_path / "dest"
+    report = storage.download_folder(f"s3://{bucket}/{prefix}", target)
+    assert report.transferred == 1 and (target / "ok.txt").read_bytes() == b"fine"
+    for evil in ("../escaped.txt", "a//b.txt", "/abs.txt", "sub/../../escaped2.txt"):
+        s3.put_object(Bucket=bucket, Key=f"{prefix}/{evil}", Body=b"evil")
+    with pytest.raises(storage.StorageError, match="refusing to download 4 object"):
+        storage.download_folder(f"s3://{bucket}/{prefix}", tmp_path / "dest2")
+    assert not (tmp_path / "escaped.txt").exists() and not (tmp_path / "escaped2.txt").exists()
+    assert not (tmp_path / "dest2").exists()
+
+
+def test_pull_into_a_file_or_unwritable_folder_is_a_local_error(s3_endpoint: str, tmp_path: Path) -> None:
+    s3 = storage.client()
+    s3.put_object(Bucket="bdirnet-test", Key="local-errors/a.txt", Body=b"a")
+    a_file = tmp_path / "file.txt"
+    a_file.write_text("x")
+    with pytest.raises(storage.StorageError, match="not a folder"):
+        storage.download_folder("s3://bdirnet-test/local-errors", a_file)
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        if os.access(locked, os.W_OK):  # root ignores permissions: make the target's parent a file instead
+            blocker = tmp_path / "blocker"
+            blocker.write_text("x")
+            target = blocker / "inside"
+        else:
+            target = locked / "inside"
+        with pytest.raises(storage.StorageError, match="local I/O error") as error:
+            storage.download_folder("s3://bdirnet-test/local-errors", target)
+        assert "unreachable" not in str(error.value)
+    finally:
+        locked.chmod(0o700)
