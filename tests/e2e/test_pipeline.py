@@ -167,7 +167,8 @@ def test_a_clone_without_the_models_does_not_skip_training(study: dict[str, Any]
     status = study["status_before_pull"]
     for variant in VARIANTS:
         changed = status[f"train@{variant}-0"]
-        assert {"changed outs": {f"models/{variant}-s0.pt": "deleted"}} in changed, changed
+        outs = next(entry["changed outs"] for entry in changed if "changed outs" in entry)
+        assert outs.get(f"models/{variant}-s0.pt") in ("deleted", "not in cache"), changed
 
 
 def test_a_pulled_study_retrains_nothing_and_registers_into_the_fresh_store(study: dict[str, Any]) -> None:
@@ -199,7 +200,7 @@ def test_a_report_naming_a_missing_version_fails_with_one_line(study: dict[str, 
         cwd=workdir, env=env, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert result.returncode == 2, result.stderr[-3000:]
-    lines = result.stderr.strip().splitlines()
+    lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]  # (MLflow logs its DB set-up)
     assert len(lines) == 1 and "has no version" in lines[0] and "dvc repro" in lines[0], result.stderr[-3000:]
     assert "empty.db" in lines[0] and "Traceback" not in result.stderr
 
