@@ -82,7 +82,7 @@ def test_train_job_on_two_nodes_with_s3_storage(
                      "MLFLOW_DISABLE_TELEMETRY": "true", "BDIRNET_TRAIN_WORKER_RESOURCES": '{"train_slot": 1}'},
         "excludes": ["data/", ".git/", "mlartifacts/", "checkpoints/"],
     }  # fmt: skip
-    for _attempt in range(10):  # the head's job agent may need a while after the dashboard answers
+    for _attempt in range(40):  # the head's job agent may need a while (minutes on a busy 2-core machine)
         submit = run_unchecked(
             [str(VENV_BIN / "ray"), "job", "submit", f"--address={cluster['dashboard']}", "--working-dir", ".",
              f"--runtime-env-json={json.dumps(runtime_env)}", "--",
