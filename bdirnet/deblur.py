@@ -20,9 +20,7 @@ from __future__ import annotations
 
 import io
 import math
-import os
 import struct
-import tempfile
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -33,7 +31,7 @@ import torch
 from PIL import Image
 from torch import Tensor, nn
 
-from bdirnet.images import DEFAULT_MAX_PIXELS, BadImage, _open_checked
+from bdirnet.images import DEFAULT_MAX_PIXELS, BadImage, _open_checked, atomic_write
 
 PHOTO_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".webp", ".bmp")
 EXIF_ORIENTATION = 0x0112
@@ -410,13 +408,4 @@ def write_photo(path: Path, photo: Photo, restored: Tensor) -> None:
     if pixels.dtype == np.uint16 and ext not in (".png", ".tif", ".tiff"):
         pixels = np.round(pixels / 257.0).astype(np.uint8)
         alpha = None if alpha is None else np.round(alpha / 257.0).astype(np.uint8)
-    data = _encode(pixels, alpha, photo, ext)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as out:
-            out.write(data)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    atomic_write(path, _encode(pixels, alpha, photo, ext))

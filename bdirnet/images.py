@@ -63,17 +63,28 @@ def decode_png(data: bytes) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------------------------- files
-def save_png(image: np.ndarray, path: Path) -> None:
-    """Write an ``(H, W, 3)`` uint8 array as PNG; atomically (a temporary name, then rename)."""
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file in the same folder and a rename: never half-written.
+    The file gets the usual permissions (0666 minus the umask), not the temporary file's 0600."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
     try:
         with os.fdopen(handle, "wb") as out:
-            Image.fromarray(image).save(out, format="PNG")
+            out.write(data)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(temporary, 0o666 & ~umask)
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
+
+
+def save_png(image: np.ndarray, path: Path) -> None:
+    """Write an ``(H, W, 3)`` uint8 array as PNG, atomically."""
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="PNG")
+    atomic_write(path, buffer.getvalue())
 
 
 def read_png(path: Path) -> np.ndarray:

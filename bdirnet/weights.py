@@ -19,14 +19,13 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from bdirnet.config import ConfigError, ModelConfig, from_mapping, to_dict
+from bdirnet.images import atomic_write
 from bdirnet.model import build_model
 
 FORMAT = "bdirnet-weights"
@@ -46,14 +45,7 @@ def save_weights(path: Path, model: torch.nn.Module, meta: dict[str, Any]) -> st
     path.parent.mkdir(parents=True, exist_ok=True)
     buffer = io.BytesIO()  # a file object, not a path: torch names the archive after a path's file name
     torch.save(payload, buffer)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as out:
-            out.write(buffer.getvalue())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    atomic_write(path, buffer.getvalue())
     return file_sha256(path)
 
 

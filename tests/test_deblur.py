@@ -202,3 +202,15 @@ def test_automatic_tile_fits_the_budget(network: BDIRNet) -> None:
     assert tile is not None and 64 <= tile < 3000 and tile % 32 == 0
     with pytest.raises(ValueError, match="too small"):
         tile_for_memory(network, 3000, 4000, 300 * 2**20)
+
+
+def test_outputs_get_normal_permissions(tmp_path: Path, network: BDIRNet) -> None:
+    import os
+
+    Image.fromarray(data.chelsea()[:64, :64]).save(tmp_path / "cat.png")
+    photo = read_photo(tmp_path / "cat.png")
+    write_photo(tmp_path / "out.png", photo, photo.tensor())
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (tmp_path / "out.png").stat().st_mode & 0o777 == 0o666 & ~umask
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temporary left
