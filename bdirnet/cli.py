@@ -47,6 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     deblur.add_argument("--ext", default=None, help="output format by extension, e.g. png (default: the input's)")
     set_params = commands.add_parser("set-params", help="print a YAML overrides file as dvc exp run -S arguments")
     set_params.add_argument("overrides", type=Path)
+    set_params.add_argument("--base", type=Path, default=Path("params.yaml"), help="the params every key must exist in")
     args = parser.parse_args(argv)
     if args.command == "deblur":
         return deblur_command(args)
@@ -54,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
         from bdirnet.config import ConfigError, set_param_arguments
 
         try:
-            print("\n".join(set_param_arguments(args.overrides)))
+            print("\n".join(set_param_arguments(args.overrides, args.base)))
         except ConfigError as error:
             print(f"error: {error}", file=sys.stderr)
             return 2
@@ -75,20 +76,24 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "table":
         try:
-            report = json.loads(args.report.read_text())
-        except (OSError, json.JSONDecodeError) as error:
+            report = json.loads(args.report.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as error:  # ValueError: JSON or UTF-8 decoding
             print(f"error: {args.report}: cannot read the report ({error})", file=sys.stderr)
             return 2
-        if "variants" in report:
-            from bdirnet.robustness import format_matrix
+        try:
+            if isinstance(report, dict) and "variants" in report:
+                from bdirnet.robustness import format_matrix
 
-            print(format_matrix(report))
-            print(report.get("promotion", {}).get("decision", ""))
-        elif "families" in report:
-            model = report["model"]
-            print(format_table(report["families"], f"{model['name']} v{model['version']} (PSNR dB, SSIM)"))
-        else:
-            print(f"error: {args.report}: neither a robustness nor an eval report", file=sys.stderr)
+                print(format_matrix(report))
+                print(report.get("promotion", {}).get("decision", ""))
+            elif isinstance(report, dict) and "families" in report:
+                model = report["model"]
+                print(format_table(report["families"], f"{model['name']} v{model['version']} (PSNR dB, SSIM)"))
+            else:
+                print(f"error: {args.report}: neither a robustness nor an eval report", file=sys.stderr)
+                return 2
+        except (KeyError, TypeError, ValueError, AttributeError, StopIteration) as error:
+            print(f"error: {args.report}: malformed report ({type(error).__name__}: {error})", file=sys.stderr)
             return 2
     return 0
 

@@ -335,9 +335,11 @@ def read_params_file(path: str | Path) -> dict[str, Any]:
 
     path = Path(path)
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except OSError as error:
         raise ConfigError(f"{path}: cannot read params file ({error.strerror})") from None
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"{path}: not UTF-8 text ({error.reason} at byte {error.start})") from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as error:
@@ -414,20 +416,31 @@ def load_variant(path: str | Path, variant: str, seed: int) -> tuple[ModelConfig
     return model, train
 
 
-def set_param_arguments(path: str | Path) -> list[str]:
+def set_param_arguments(path: str | Path, base: str | Path = "params.yaml") -> list[str]:
     """A YAML file of overrides (same layout as ``params.yaml``) as ``dvc exp run`` arguments:
-    ``["-S", "study.seeds=[0]", "-S", "train.max_epochs=1", ...]`` (lists in Hydra's ``[a,b]`` syntax)."""
+    ``["-S", "study.seeds=[0]", "-S", "train.max_epochs=1", ...]`` (lists in Hydra's ``[a,b]`` syntax, ``null``
+    for None). Every key must exist in ``base`` (a typo would otherwise add a param nobody reads)."""
     import json
 
-    def leaves(prefix: str, value: Any) -> list[str]:
+    known = read_params_file(base)
+
+    def leaves(prefix: str, value: Any, reference: Any) -> list[str]:
         if isinstance(value, Mapping):
             if not value:
                 raise ConfigError(f"{path}: {prefix[:-1] or 'the file'} is an empty mapping; give leaf values")
-            return [item for key, sub in value.items() for item in leaves(f"{prefix}{key}.", sub)]
-        text = json.dumps(value, separators=(",", ":")) if isinstance(value, list | bool) else str(value)
+            out = []
+            for key, sub in value.items():
+                if not isinstance(reference, Mapping) or key not in reference:
+                    raise ConfigError(f"{path}: {prefix}{key} is not a key of {base}")
+                out += leaves(f"{prefix}{key}.", sub, reference[key])
+            return out
+        if isinstance(value, list | bool) or value is None:
+            text = json.dumps(value, separators=(",", ":"))
+        else:
+            text = str(value)
         return ["-S", f"{prefix[:-1]}={text}"]
 
-    return leaves("", read_params_file(path))
+    return leaves("", read_params_file(path), known)
 
 
 def to_dict(config: object) -> dict[str, Any]:

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from bdirnet.degrade import FAMILIES
 from bdirnet.images import decode_png, to_tensor
 from bdirnet.metrics import METRICS, group_means, psnr, rounded, score
 
@@ -99,7 +100,8 @@ def evaluate_restorer(
         if on_image is not None:
             gain = family.restored[pair.pair_id]["psnr"] - family.blurred[pair.pair_id]["psnr"]
             on_image(pair, restored, gain)
-    return scores
+    zoo_order = {name: index for index, name in enumerate(FAMILIES)}  # reports list families as the zoo does
+    return {name: scores[name] for name in sorted(scores, key=lambda f: (zoo_order.get(f, len(zoo_order)), f))}
 
 
 def report_groups(families: dict[str, dict[str, Any]]) -> dict[str, dict[str, float]]:

@@ -173,3 +173,34 @@ def test_values_out_of_range_are_refused(section: str, values: dict[str, object]
     cls = {"train": TrainConfig, "loss": LossConfig, "ingest": IngestConfig, "degrade": DegradeConfig}[section]
     with pytest.raises(ConfigError, match=message):
         cls(**values)
+
+
+def test_set_params_checks_keys_and_writes_null(tmp_path: Path) -> None:
+    from bdirnet.config import set_param_arguments
+
+    base = REPO / "params.yaml"
+    typo = write(tmp_path, {"train": {"max_epoch": 2}})
+    with pytest.raises(ConfigError, match=r"train\.max_epoch is not a key of"):
+        set_param_arguments(typo, base)
+    nulls = write(tmp_path, {"degrade": {"jpeg_quality_min": None}})
+    assert set_param_arguments(nulls, base) == ["-S", "degrade.jpeg_quality_min=null"]
+
+
+def test_non_utf8_params_file_is_named(tmp_path: Path) -> None:
+    path = tmp_path / "params.yaml"
+    path.write_bytes(b"train:\n  lr: \xff\n")
+    with pytest.raises(ConfigError, match=r"params\.yaml: not UTF-8 text"):
+        load_params("train", path)
+
+
+def test_table_names_a_malformed_or_non_utf8_report(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from bdirnet.cli import main as cli
+
+    broken = tmp_path / "robustness.json"
+    broken.write_text('{"variants": {"bdirnet": {"families": {}}}}')
+    assert cli(["table", str(broken)]) == 2
+    assert "robustness.json: malformed report" in capsys.readouterr().err
+    binary = tmp_path / "binary.json"
+    binary.write_bytes(b"\xff\xfe\x00garbage")
+    assert cli(["table", str(binary)]) == 2
+    assert "binary.json: cannot read the report" in capsys.readouterr().err

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import subprocess
@@ -92,6 +93,13 @@ def clone_project(source: Path, dest: Path, params_override: dict[str, Any] | No
     ``params_override`` merged into its params.yaml."""
     env = project_env(source, "/tmp")
     run(["git", "clone", "-q", str(source), str(dest)], source, env)
+    # The clone shares this run's .venv; if its stamp did not match the clone's pyproject + lock, the clone's
+    # scripts/setup.sh would reinstall into the shared venv with the clone's paths. Refuse instead.
+    want = hashlib.sha256((dest / "pyproject.toml").read_bytes() + (dest / "requirements.lock").read_bytes())
+    stamp = VENV_BIN.parent / ".bdirnet-setup"
+    if not stamp.is_file() or stamp.read_text().strip() != want.hexdigest():
+        pytest.fail(f"{VENV_BIN.parent} does not match the clone's pyproject.toml + requirements.lock: commit them "
+                    "and run `bash scripts/setup.sh` before the clone tests")  # fmt: skip
     for key, value in (("user.email", "test@bdirnet.local"), ("user.name", "test")):
         run(["git", "config", key, value], dest, env)
     (dest / ".venv").symlink_to(VENV_BIN.parent, target_is_directory=True)
