@@ -26,8 +26,8 @@ def large_photo(height: int, width: int) -> torch.Tensor:
 
     tiles = [data.astronaut(), data.chelsea(), data.coffee(), data.rocket()]
     rows = []
-    for i in range(0, height, 400):
-        row = [tiles[(i // 400 + j // 400) % 4][:400, :400] for j in range(0, width, 400)]
+    for i in range(0, height, 300):
+        row = [tiles[(i // 300 + j // 300) % 4][:300, :300] for j in range(0, width, 300)]
         rows.append(np.concatenate(row, axis=1)[:, :width])
     image = np.concatenate(rows, axis=0)[:height]
     return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float() / 255
