@@ -128,7 +128,14 @@ def deblur_command(args: argparse.Namespace) -> int:
     import torch
     from tqdm import tqdm
 
-    from bdirnet.deblur import load_network, read_photo, restore, tile_for_memory, write_photo
+    from bdirnet.deblur import (
+        activation_bytes_per_pixel,
+        load_network,
+        read_photo,
+        restore,
+        tile_for_memory,
+        write_photo,
+    )
 
     photos, missing = collect_inputs(args.inputs)
     for spec in missing:
@@ -145,6 +152,7 @@ def deblur_command(args: argparse.Namespace) -> int:
     except (ValueError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    per_pixel = activation_bytes_per_pixel(network)  # once per network, not once per photo
     failed: list[str] = []
     seconds_total = 0.0
     args.out.mkdir(parents=True, exist_ok=True)
@@ -161,7 +169,8 @@ def deblur_command(args: argparse.Namespace) -> int:
             photo = read_photo(path)
             image = photo.tensor()
             height, width = image.shape[-2:]
-            tile = args.tile or tile_for_memory(network, height, width, int(args.max_memory * 2**30))
+            budget = int(args.max_memory * 2**30)
+            tile = args.tile or tile_for_memory(network, height, width, budget, per_pixel)
             restored = restore(network, image, tile=tile, overlap=args.tile_overlap, device=device, bf16=args.bf16)
             write_photo(target, photo, restored)
             seconds = time.perf_counter() - started

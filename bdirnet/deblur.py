@@ -31,7 +31,7 @@ import torch
 from PIL import Image
 from torch import Tensor, nn
 
-from bdirnet.images import DEFAULT_MAX_PIXELS, BadImage, _open_checked, atomic_write
+from bdirnet.images import DEFAULT_MAX_PIXELS, BadImage, atomic_write, open_checked
 
 PHOTO_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".webp", ".bmp")
 EXIF_ORIENTATION = 0x0112
@@ -191,13 +191,16 @@ def activation_bytes_per_pixel(network: nn.Module, probe_px: int = 64) -> float:
     return total / probe_px**2
 
 
-def tile_for_memory(network: nn.Module, height: int, width: int, max_memory_bytes: int) -> int | None:
+def tile_for_memory(
+    network: nn.Module, height: int, width: int, max_memory_bytes: int, per_pixel: float | None = None
+) -> int | None:
     """The largest tile (a multiple of 32, 64..4096 px) whose activations, with the image buffers, fit the budget;
-    ``None`` when the whole image fits."""
+    ``None`` when the whole image fits. ``per_pixel``: :func:`activation_bytes_per_pixel` of ``network``, when
+    already measured (a folder of photos measures it once)."""
     image_buffers = height * width * (3 * 4 * 3 + 4 + 8)  # input, output, sum, weight (float32) + decoded/encoded
     baseline = 400 * 2**20 + sum(p.numel() * p.element_size() for p in network.parameters())  # interpreter, torch
     budget = max_memory_bytes - baseline - image_buffers
-    per_pixel = activation_bytes_per_pixel(network)
+    per_pixel = per_pixel if per_pixel is not None else activation_bytes_per_pixel(network)
     if budget >= per_pixel * height * width:
         return None
     if budget <= per_pixel * 64 * 64:
@@ -294,7 +297,7 @@ def read_photo(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Photo:
         ValueError: naming the file: empty, not an image, truncated, a decompression bomb, an unsupported mode.
     """
     try:
-        image = _open_checked(path, max_pixels)
+        image = open_checked(path, max_pixels)
         try:
             exif_data = image.getexif()
             orientation = int(exif_data.get(EXIF_ORIENTATION, 1) or 1)

@@ -104,7 +104,7 @@ def _composite_on_white(image: Image.Image) -> Image.Image:
     return Image.alpha_composite(background, rgba).convert("RGB")
 
 
-def _open_checked(path: Path, max_pixels: int) -> Image.Image:
+def open_checked(path: Path, max_pixels: int) -> Image.Image:
     """Open and fully decode ``path`` with Pillow's bomb limit set to ``max_pixels``."""
     if path.stat().st_size == 0:
         raise BadImage("empty file (0 bytes)")
@@ -147,7 +147,7 @@ def decode_image_file(
     Raises:
         BadImage: empty, not an image, truncated, too small, or more than ``max_pixels`` (decompression bomb).
     """
-    image = _open_checked(path, max_pixels)
+    image = open_checked(path, max_pixels)
     notes: list[str] = []
     try:
         orientation = image.getexif().get(0x0112, 1)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
@@ -94,9 +93,3 @@ def test_the_walk_follows_imports_through_modules(tmp_path: Path) -> None:
         yaml.safe_dump({"stages": {"s": {"cmd": "python pipelines/register.py", "deps": ["pipelines/register.py"]}}})
     )
     assert "bdirnet/weights.py" in missing_deps(stale)["s"]
-
-
-@pytest.mark.parametrize("stage", ["train", "register", "evaluate"])
-def test_matrix_stages_have_their_script_as_a_dep(stage: str) -> None:
-    script, deps = stage_scripts(REPO / "dvc.yaml")[stage]
-    assert script.relative_to(REPO).as_posix() in deps
