@@ -6,6 +6,8 @@
   from S3 (boto3; ``AWS_ENDPOINT_URL`` for S3-compatible servers), skipping unchanged files.
 - ``bdirnet deblur INPUT... -o OUTDIR``: restore your own photos (files, folders, globs) with the champion (or
   ``--model``), tiled to fit ``--max-memory``; one line per bad file, exit code 1 when any failed.
+- ``bdirnet with-ray -- dvc repro``: run a command with one local Ray head that all its stages join
+  (``RAY_ADDRESS``), stopped at the end, on failure and on Ctrl-C; ``scripts/study.sh`` uses it.
 - ``bdirnet set-params params.quick.yaml``: the file's overrides as ``dvc exp run`` arguments, one per line
   (``-S``, ``train.max_epochs=1``, ...); ``scripts/study.sh --quick`` uses it.
 """
@@ -48,7 +50,16 @@ def main(argv: list[str] | None = None) -> int:
     set_params = commands.add_parser("set-params", help="print a YAML overrides file as dvc exp run -S arguments")
     set_params.add_argument("overrides", type=Path)
     set_params.add_argument("--base", type=Path, default=Path("params.yaml"), help="the params every key must exist in")
+    with_ray = commands.add_parser("with-ray", help="run a command in one local Ray session: with-ray -- dvc repro")
+    with_ray.add_argument("argv", nargs=argparse.REMAINDER, help="the command (after --)")
     args = parser.parse_args(argv)
+    if args.command == "with-ray":
+        from bdirnet.runtime import run_in_ray_session
+
+        command = args.argv[1:] if args.argv[:1] == ["--"] else args.argv
+        if not command:
+            parser.error("with-ray: give the command after --, e.g. bdirnet with-ray -- dvc repro")
+        return run_in_ray_session(command)
     if args.command == "deblur":
         return deblur_command(args)
     if args.command == "set-params":

@@ -4,7 +4,8 @@
 #   bash scripts/study.sh            the default study (every variant x 2 seeds; under an hour on 2 cores)
 #   bash scripts/study.sh --quick    the quick set as a DVC experiment (1 seed, 1 epoch; under 15 minutes):
 #                                    `dvc exp run` with the overrides of params.quick.yaml
-# Other extra arguments go to `dvc repro` (e.g. `--force`, or a stage name).
+# Other extra arguments go to `dvc repro` (e.g. `--force`, or a stage name). Every stage joins one local Ray head
+# (`bdirnet with-ray`), stopped at the end, on failure and on Ctrl-C; with RAY_ADDRESS set, they join that cluster.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -13,9 +14,9 @@ start=$(date +%s)
 if [[ "${1:-}" == "--quick" ]]; then
   shift
   mapfile -t overrides < <(bdirnet set-params params.quick.yaml)
-  dvc exp run "${overrides[@]}" "$@"
+  bdirnet with-ray -- dvc exp run "${overrides[@]}" "$@"
 else
-  dvc repro "$@"
+  bdirnet with-ray -- dvc repro "$@"
 fi
 echo
 bdirnet table reports/robustness.json

@@ -1,0 +1,110 @@
+"""`bdirnet with-ray`: one local Ray head for a whole command, joined through RAY_ADDRESS, and nothing of it left
+behind when the command ends, is killed mid-way, or the user presses Ctrl-C."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+# A stage-like Ray driver: joins the session, runs a task, writes what it saw, then behaves as told.
+STAGE = textwrap.dedent(
+    """
+    import json, os, sys, time
+    from bdirnet.runtime import init_ray
+    ray = init_ray()
+
+    @ray.remote
+    def where():
+        return os.getpid()
+
+    seen = {"address": os.environ.get("RAY_ADDRESS"), "gcs": ray.get_runtime_context().gcs_address,
+            "task_pid": ray.get(where.remote())}
+    open(sys.argv[1], "w").write(json.dumps(seen))
+    if sys.argv[2] == "kill-self":
+        os.kill(os.getpid(), 9)
+    if sys.argv[2] == "hang":
+        time.sleep(600)
+    """
+)
+
+
+def processes_mentioning(text: str) -> list[str]:
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            command = cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if text in command:
+            found.append(f"{cmdline.parent.name}: {command[:160]}")
+    return found
+
+
+def wait_until_gone(text: str, seconds: float = 20.0) -> list[str]:
+    deadline = time.monotonic() + seconds
+    while (left := processes_mentioning(text)) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    return left
+
+
+@pytest.fixture
+def session_env(tmp_path: Path) -> dict[str, str]:
+    # Ray's socket paths must stay short: a short temp dir of our own, named for this test run only.
+    ray_tmp = f"/tmp/bdirnet-rs-{os.getpid()}-{time.monotonic_ns() % 10**6}"
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env |= {"BDIRNET_RAY_TMP": ray_tmp, "BDIRNET_RAY_CPUS": "2", "RAY_USAGE_STATS_ENABLED": "0"}
+    return env
+
+
+def with_ray(env: dict[str, str], *command: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([sys.executable, "-m", "bdirnet.cli", "with-ray", "--", *command], env=env)
+
+
+def test_stages_join_one_head_and_it_stops_with_the_command(tmp_path: Path, session_env: dict[str, str]) -> None:
+    script = tmp_path / "stage.py"
+    script.write_text(STAGE)
+    first, second = tmp_path / "first.json", tmp_path / "second.json"
+    # Two drivers one after the other, like two `dvc repro` stages, in one session.
+    shell = f"{sys.executable} {script} {first} done && {sys.executable} {script} {second} done"
+    assert with_ray(session_env, "bash", "-c", shell).wait(timeout=300) == 0
+    import json
+
+    seen = [json.loads(p.read_text()) for p in (first, second)]
+    assert seen[0]["address"] and seen[0]["address"] == seen[1]["address"] == seen[0]["gcs"] == seen[1]["gcs"]
+    assert wait_until_gone(session_env["BDIRNET_RAY_TMP"]) == []
+
+
+def test_a_stage_killed_mid_way_leaves_no_ray_process(tmp_path: Path, session_env: dict[str, str]) -> None:
+    script = tmp_path / "stage.py"
+    script.write_text(STAGE)
+    wrapper = with_ray(session_env, sys.executable, str(script), str(tmp_path / "seen.json"), "kill-self")
+    assert wrapper.wait(timeout=300) == 128 + signal.SIGKILL  # the stage's fate, as a shell reports it
+    assert (tmp_path / "seen.json").exists()  # it had joined and run a task before it died
+    assert wait_until_gone(session_env["BDIRNET_RAY_TMP"]) == []
+
+
+def test_ctrl_c_stops_the_command_and_the_head(tmp_path: Path, session_env: dict[str, str]) -> None:
+    script = tmp_path / "stage.py"
+    script.write_text(STAGE)
+    seen = tmp_path / "seen.json"
+    wrapper = with_ray(session_env, sys.executable, str(script), str(seen), "hang")
+    deadline = time.monotonic() + 240
+    while not seen.exists() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert seen.exists(), "the stage never joined the session"
+    wrapper.send_signal(signal.SIGINT)
+    assert wrapper.wait(timeout=120) != 0
+    assert wait_until_gone(session_env["BDIRNET_RAY_TMP"]) == []
+    assert wait_until_gone(str(seen)) == []  # the stage itself is gone too
+
+
+def test_with_ray_needs_a_command() -> None:
+    result = subprocess.run([sys.executable, "-m", "bdirnet.cli", "with-ray"], capture_output=True, text=True)
+    assert result.returncode == 2 and "give the command after --" in result.stderr
