@@ -114,6 +114,7 @@ class DegradeConfig:
     held_out_families: tuple[str, ...] = ("shake", "defocus", "nonuniform")
     noise_sigma_max: float = 0.01
     jpeg_quality_min: int = 0
+    none_share: float = 0.1  # share of training pairs that are the sharp crop plus noise only ("no blur: leave it")
 
     def __post_init__(self) -> None:
         from bdirnet.degrade import FAMILIES
@@ -130,15 +131,25 @@ class DegradeConfig:
             raise ConfigError(f"degrade.noise_sigma_max must be in [0, 0.2], got {self.noise_sigma_max}")
         if not (self.jpeg_quality_min == 0 or 1 <= self.jpeg_quality_min <= 100):
             raise ConfigError("degrade.jpeg_quality_min must be 0 (no JPEG) or in 1..100")
+        if not 0.0 <= self.none_share < 1.0:
+            raise ConfigError(f"degrade.none_share must be in [0, 1), got {self.none_share}")
+        if self.none_share > 0 and "none" not in FAMILIES:
+            raise ConfigError("degrade.none_share > 0 needs the zoo's 'none' family")
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Optimisation and the Ray Train job (``train`` section); patch size comes from the pairs."""
+    """Optimisation and the Ray Train job (``train`` section); patch size comes from the pairs.
+
+    Training pairs are made on the fly (:mod:`bdirnet.streaming`): ``samples_per_epoch`` fresh pairs per epoch
+    (over all workers), blurred by ``data_actors`` Ray Data actors while the workers train.
+    """
 
     run_name: str = "bdirnet"
     seed: int = 0
     num_workers: int = 2
+    samples_per_epoch: int = 2048
+    data_actors: int = 1
     use_gpu: bool = False
     batch_size: int = 8
     lr: float = 2e-3
@@ -150,8 +161,13 @@ class TrainConfig:
     loss: LossConfig = field(default_factory=LossConfig)
 
     def __post_init__(self) -> None:
-        if self.batch_size < 1 or self.max_epochs < 1 or self.num_workers < 1:
-            raise ConfigError("train.batch_size, train.max_epochs and train.num_workers must be >= 1")
+        if min(self.batch_size, self.max_epochs, self.num_workers, self.data_actors) < 1:
+            raise ConfigError("train.batch_size, max_epochs, num_workers and data_actors must be >= 1")
+        if self.samples_per_epoch < self.batch_size * self.num_workers:
+            raise ConfigError(
+                f"train.samples_per_epoch {self.samples_per_epoch} is less than one batch per worker "
+                f"({self.batch_size} x {self.num_workers})"
+            )
         if self.lr <= 0:
             raise ConfigError(f"train.lr must be > 0, got {self.lr}")
         if self.weight_decay < 0:
@@ -164,14 +180,22 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class IngestConfig:
-    """Which raw dataset to ingest and what a usable photo is (``ingest`` section)."""
+    """Which raw dataset to ingest, what a usable photo is, and the split (``ingest`` section).
 
-    dataset: str = "skimage"
+    The split is by scene: near-duplicate photos are grouped by perceptual hash (:mod:`bdirnet.texture`) and
+    every group goes to one split (:func:`bdirnet.datasets.assign_splits`). Ingest fails when test or val gets
+    fewer than ``min_test_photos`` / ``min_val_photos`` photos (0: no check).
+    """
+
+    dataset: str = "photos"
     min_side_px: int = 128
     max_pixels: int = 40_000_000
     val_percent: int = 15
     test_percent: int = 25
-    split_salt: str = "255:"
+    split_salt: str = "37:"
+    min_test_photos: int = 60
+    min_val_photos: int = 30
+    eval_min_side_px: int = 256  # smaller photos cannot hold a val/test crop: they go to train
 
     def __post_init__(self) -> None:
         if not self.dataset or self.dataset in (".", "..") or any(c in self.dataset for c in "/\\\x00"):
@@ -182,28 +206,44 @@ class IngestConfig:
             raise ConfigError(f"ingest.max_pixels must be >= 256, got {self.max_pixels}")
         if self.val_percent < 0 or self.test_percent < 0 or self.val_percent + self.test_percent >= 100:
             raise ConfigError("ingest.val_percent and ingest.test_percent must be >= 0 and sum to < 100")
+        if self.eval_min_side_px < 16:
+            raise ConfigError(f"ingest.eval_min_side_px must be >= 16, got {self.eval_min_side_px}")
+        if self.min_test_photos < 0 or self.min_val_photos < 0:
+            raise ConfigError("ingest.min_test_photos and ingest.min_val_photos must be >= 0 (0: no check)")
 
 
 @dataclass(frozen=True)
 class PairsConfig:
-    """Blurred-pair synthesis (``pairs`` section); families and noise come from the ``degrade`` section."""
+    """Blurred-pair synthesis (``pairs`` section); families and noise come from the ``degrade`` section.
+
+    Train pairs are random ``patch_px`` patches made on the fly every epoch (``train`` section,
+    :mod:`bdirnet.streaming`). Val and test pairs are
+    up to ``*_crops_per_image`` non-overlapping ``*_crop_px`` crops per photo chosen by texture alone (share of
+    textured 32 px tiles at least ``min_texture``; :func:`bdirnet.texture.textured_boxes`), each under every
+    family of the zoo.
+    """
 
     seed: int = 0
     patch_px: int = 96
-    train_patches_per_image: int = 256
-    val_patches_per_image: int = 16
-    test_crop_px: int = 192
-    test_crops_per_side: int = 2
+    val_crop_px: int = 256
+    val_crops_per_image: int = 2
+    test_crop_px: int = 256
+    test_crops_per_image: int = 3
+    min_texture: float = 0.5
     batch_rows: int = 64
     num_actors: int = 2
 
     def __post_init__(self) -> None:
         if self.patch_px < 16 or self.patch_px % 16:
             raise ConfigError(f"pairs.patch_px must be a multiple of 16 (>= 16), got {self.patch_px}")
-        if self.test_crop_px < 16 or self.test_crop_px % 16:
-            raise ConfigError(f"pairs.test_crop_px must be a multiple of 16 (>= 16), got {self.test_crop_px}")
-        if min(self.train_patches_per_image, self.val_patches_per_image, self.test_crops_per_side) < 1:
-            raise ConfigError("pairs: patches/crops per image must be >= 1")
+        for name in ("val_crop_px", "test_crop_px"):
+            if getattr(self, name) < 32 or getattr(self, name) % 32:
+                # 32: the tile of the texture map (bdirnet.texture.TILE_PX), itself a multiple of 2**levels.
+                raise ConfigError(f"pairs.{name} must be a multiple of 32 (>= 32), got {getattr(self, name)}")
+        if min(self.val_crops_per_image, self.test_crops_per_image) < 1:
+            raise ConfigError("pairs: crops per image must be >= 1")
+        if not 0.0 <= self.min_texture <= 1.0:
+            raise ConfigError(f"pairs.min_texture must be in [0, 1] (share of textured tiles), got {self.min_texture}")
         if self.batch_rows < 1 or self.num_actors < 1:
             raise ConfigError("pairs.batch_rows and pairs.num_actors must be >= 1")
 

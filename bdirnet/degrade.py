@@ -11,12 +11,18 @@ Families (DESIGN.md §2):
 - ``gaussian``: isotropic Gaussian, sigma 0.5-3 px (``kornia.filters.get_gaussian_kernel2d``).
 - ``shake``: camera-shake trajectories (random walk with inertia, Boracchi & Foi 2012 style), rasterised.
 - ``defocus``: anti-aliased disk, radius 2-8 px.
-- ``nonuniform``: two kernels of other families blended by a smooth random mask (spatially varying).
+- ``nonuniform``: two kernels of the four families above blended by a smooth random mask (spatially varying).
+- ``none``: no blur (a 1×1 identity kernel), only the sensor noise and JPEG of the other families: the "do no
+  harm" check of evaluation. Neither a training nor a held-out family by default, never a ``nonuniform``
+  component, and it draws nothing but the noise/JPEG parameters.
 
 All kernels are applied with ``kornia.filters.filter2d`` (one kernel per sample), then sensor noise
 (Gaussian, sigma <= ``noise_sigma_max``), optional JPEG (``kornia.enhance.jpeg_codec_differentiable``) and
-clipping to [0, 1]. The operations run on the device of the input batch; the parameters and kernels are
-computed on the CPU, so a seed gives the same kernels on every device.
+clipping to [0, 1]. The parameters are drawn on the CPU; the kernels of a whole batch are built at once in torch,
+float64, on the device of the input batch (:func:`batch_kernels`, every family vectorised, grouped by family),
+then cast to the batch's dtype. :func:`kernel_from_params` is the per-sample CPU reference of the same kernel
+(tests hold the two within 1e-12 and their float32 casts equal); the camera-shake trajectories themselves are a
+sequential random walk on numpy's generator and stay per sample on the CPU, only their rasterisation is batched.
 
 Example:
     >>> import torch
@@ -74,9 +80,17 @@ def _draw_defocus(rng: np.random.Generator) -> Params:
     return {"radius_px": float(rng.uniform(2.0, 8.0))}
 
 
+def _draw_none(rng: np.random.Generator) -> Params:
+    return {}
+
+
+MIXTURE_COMPONENTS: tuple[str, ...] = ("motion", "gaussian", "shake", "defocus")
+"""The families a ``nonuniform`` record blends, fixed (a new uniform family must not change its draws)."""
+
+
 def _draw_nonuniform(rng: np.random.Generator) -> Params:
-    first, second = rng.choice(len(UNIFORM_FAMILIES), size=2, replace=False)
-    name_a, name_b = UNIFORM_FAMILIES[int(first)], UNIFORM_FAMILIES[int(second)]
+    first, second = rng.choice(len(MIXTURE_COMPONENTS), size=2, replace=False)
+    name_a, name_b = MIXTURE_COMPONENTS[int(first)], MIXTURE_COMPONENTS[int(second)]
     return {
         "kernel_a": {"family": name_a, **BLUR_FAMILIES[name_a].draw(rng)},
         "kernel_b": {"family": name_b, **BLUR_FAMILIES[name_b].draw(rng)},
@@ -131,9 +145,19 @@ def motion_kernel(kernel_px: int, angle_deg: float, direction: float) -> Tensor:
     return kernel / kernel.sum()
 
 
+def gaussian_kernel_px(sigma_px: float) -> int:
+    """The side of the Gaussian kernel of ``sigma_px``: ``2 * ceil(3 sigma) + 1``."""
+    return 2 * math.ceil(3.0 * sigma_px) + 1
+
+
+def disk_kernel_px(radius_px: float) -> int:
+    """The side of the disk kernel of ``radius_px``: ``2 * ceil(radius) + 1``."""
+    return 2 * math.ceil(radius_px) + 1
+
+
 def gaussian_kernel(sigma_px: float) -> Tensor:
     """Isotropic Gaussian kernel of size ``2 * ceil(3 sigma) + 1``, sum 1."""
-    size = 2 * math.ceil(3.0 * sigma_px) + 1
+    size = gaussian_kernel_px(sigma_px)
     sigma = torch.tensor([[sigma_px, sigma_px]], dtype=torch.float64)
     kernel = kornia.filters.get_gaussian_kernel2d((size, size), sigma)[0]
     return kernel / kernel.sum()
@@ -142,7 +166,7 @@ def gaussian_kernel(sigma_px: float) -> Tensor:
 def disk_kernel(radius_px: float, supersample: int = 16) -> Tensor:
     """Anti-aliased disk (defocus): each tap is the fraction of its pixel inside the circle; sum 1."""
     half = math.ceil(radius_px)
-    size = 2 * half + 1
+    size = disk_kernel_px(radius_px)
     offsets = (np.arange(supersample) + 0.5) / supersample - 0.5
     coords = np.arange(size, dtype=np.float64)[:, None] - half + offsets[None, :]  # (size, supersample)
     ys = coords[:, None, :, None]
@@ -213,39 +237,205 @@ def shake_kernel(kernel_px: int, trajectory_seed: int) -> Tensor:
     return torch.from_numpy(kernel / kernel.sum())
 
 
+def _mask_grid(mask_cells: int, mask_seed: int) -> np.ndarray:
+    return np.random.default_rng(mask_seed).uniform(0.0, 1.0, size=(1, 1, mask_cells, mask_cells))
+
+
 def smooth_mask(mask_cells: int, mask_seed: int, height: int, width: int, device: torch.device) -> Tensor:
     """A smooth random blend mask in [0, 1], ``(1, 1, H, W)``: a coarse random grid, upsampled bicubically."""
-    rng = np.random.default_rng(mask_seed)
-    grid = torch.from_numpy(rng.uniform(0.0, 1.0, size=(1, 1, mask_cells, mask_cells))).float().to(device)
+    grid = torch.from_numpy(_mask_grid(mask_cells, mask_seed)).float().to(device)
     mask = F.interpolate(grid, size=(height, width), mode="bicubic", align_corners=True)
     return mask.clamp(0.0, 1.0)
 
 
-def _nonuniform_mixture(params: Params, height: int, width: int, device: torch.device) -> list[tuple[Params, Tensor]]:
-    mask = smooth_mask(int(params["mask_cells"]), int(params["mask_seed"]), height, width, device)
-    return [(params["kernel_a"], mask), (params["kernel_b"], 1.0 - mask)]
+def identity_kernel() -> Tensor:
+    """The 1×1 kernel of the ``none`` family: no blur."""
+    return torch.ones(1, 1, dtype=torch.float64)
+
+
+# --------------------------------------------------------------------------------------------- batched kernels
+# One builder per family: the records of that family -> their float64 kernels ``(n, k, k)`` on ``device``, each
+# centred in a square of the largest ``k`` among them (zeros around). Each follows its per-sample reference above
+# operation by operation, vectorised over the records, so the two agree to float64 roundoff.
+def _values(params: Sequence[Params], key: str, device: torch.device) -> Tensor:
+    """``params[i][key]`` as a float64 ``(n, 1, 1)`` column on ``device``."""
+    return torch.tensor([float(p[key]) for p in params], dtype=torch.float64, device=device)[:, None, None]
+
+
+def _centred(size: int, device: torch.device) -> Tensor:
+    """Offsets of the taps of a ``size`` kernel from its centre, ``-(size // 2) .. size // 2``, float64."""
+    return torch.arange(size, dtype=torch.float64, device=device) - size // 2
+
+
+def motion_kernels(params: Sequence[Params], device: torch.device) -> Tensor:
+    """:func:`motion_kernel` of every record, batched: the weighted line rotated with bilinear sampling.
+
+    ``kornia.geometry.transform.rotate`` (``align_corners=True``) samples the unrotated kernel at
+    ``R(-angle) (p - c) + c`` with zero padding; here that sampling is written out for every record at once, in
+    each record's own ``kernel_px`` frame (taps outside it are zero), so records of different sizes share a batch.
+    """
+    size = max(int(p["kernel_px"]) for p in params)
+    taps = _values(params, "kernel_px", device)
+    half = (taps - 1) / 2
+    direction = (_values(params, "direction", device).clamp(-1.0, 1.0) + 1.0) / 2.0
+    step = (1 - 2 * direction) / (taps - 1)
+    radians = _values(params, "angle_deg", device) * math.pi / 180.0
+    cos, sin = torch.cos(radians), torch.sin(radians)
+    offsets = _centred(size, device)
+    u, v = offsets[None, None, :], offsets[None, :, None]  # column and row offsets from the centre
+    x = cos * u - sin * v + half  # where each tap samples the unrotated kernel, in its own pixel frame
+    y = sin * u + cos * v + half
+    x0, y0 = x.floor(), y.floor()
+
+    def line(column: Tensor) -> Tensor:  # the weighted middle row of the unrotated kernel, zero outside it
+        return torch.where((column >= 0) & (column <= taps - 1), direction + step * column, 0.0)
+
+    row = torch.where(y0 == half, (y0 + 1) - y, 0.0) + torch.where(y0 + 1 == half, y - y0, 0.0)
+    kernel = row * (((x0 + 1) - x) * line(x0) + (x - x0) * line(x0 + 1))
+    kernel = torch.where((u.abs() <= half) & (v.abs() <= half), kernel, 0.0)
+    kernel = kernel / kernel.sum(dim=(1, 2), keepdim=True)  # kornia's normalisation
+    return kernel / kernel.sum(dim=(1, 2), keepdim=True)  # and motion_kernel's
+
+
+def gaussian_kernels(params: Sequence[Params], device: torch.device) -> Tensor:
+    """:func:`gaussian_kernel` of every record, batched (kornia's sampled Gaussian, each on its own window)."""
+    sizes = [gaussian_kernel_px(float(p["sigma_px"])) for p in params]
+    sigma = _values(params, "sigma_px", device)[:, :, 0]
+    half = torch.tensor([s // 2 for s in sizes], dtype=torch.float64, device=device)[:, None]
+    x = _centred(max(sizes), device)[None, :]
+    gauss = torch.exp(-x.pow(2.0) / (2 * sigma.pow(2.0)))
+    gauss = torch.where(x.abs() <= half, gauss, 0.0)
+    gauss = gauss / gauss.sum(-1, keepdim=True)
+    kernel = gauss[:, :, None] * gauss[:, None, :]
+    return kernel / kernel.sum(dim=(1, 2), keepdim=True)
+
+
+def disk_kernels(params: Sequence[Params], device: torch.device, supersample: int = 16) -> Tensor:
+    """:func:`disk_kernel` of every record, batched: the share of each tap's subsamples inside the circle.
+
+    The coverage counts are exact, so the result equals the per-sample reference to the last bit. They are
+    counted in one quadrant and mirrored: the subsample offsets are symmetric about each tap's centre.
+    """
+    size = max(disk_kernel_px(float(p["radius_px"])) for p in params)
+    half = size // 2
+    radius2 = torch.tensor([float(p["radius_px"]) ** 2 for p in params], dtype=torch.float64, device=device)
+    sub = (torch.arange(supersample, dtype=torch.float64, device=device) + 0.5) / supersample - 0.5
+    coords = torch.arange(half + 1, dtype=torch.float64, device=device)[:, None] + sub[None, :]  # (half + 1, S)
+    distance2 = coords[:, None, :, None] ** 2 + coords[None, :, None, :] ** 2  # (half + 1, half + 1, S, S)
+    inside = distance2[None] <= radius2[:, None, None, None, None]
+    quadrant = inside.sum(dim=(3, 4)).to(torch.float64) / supersample**2
+    mirror = _centred(size, device).abs().long()
+    coverage = quadrant[:, mirror][:, :, mirror]
+    return coverage / coverage.sum(dim=(1, 2), keepdim=True)
+
+
+def shake_kernels(params: Sequence[Params], device: torch.device) -> Tensor:
+    """:func:`shake_kernel` of every record, batched.
+
+    The trajectories are drawn per record on the CPU (:func:`shake_trajectory` is a sequential walk on numpy's
+    generator, RNG-bound); centring and scaling are done for all of them at once, then the densification and
+    the bilinear splat run in torch on ``device``, the splat tap by tap in the reference's order.
+    """
+    sizes = np.array([int(p["kernel_px"]) for p in params])
+    size = int(sizes.max())
+    positions = np.stack(
+        [
+            shake_trajectory(np.random.default_rng(int(p["trajectory_seed"])), length_px=float(k))
+            for p, k in zip(params, sizes, strict=True)
+        ]
+    )
+    x, y = positions.real, positions.imag
+    x = x - ((x.min(axis=1) + x.max(axis=1)) / 2)[:, None]
+    y = y - ((y.min(axis=1) + y.max(axis=1)) / 2)[:, None]
+    extent = np.maximum(np.maximum(np.ptp(x, axis=1), np.ptp(y, axis=1)), 1e-6)
+    scale = np.minimum(1.0, (sizes - 3) / extent)[:, None]
+    x, y = x * scale, y * scale
+    lengths = np.abs(np.diff(x + 1j * y, axis=1))  # (n, steps - 1), as the reference's np.abs of a complex diff
+    counts = np.maximum(2, np.ceil(lengths / 0.25) + 1).astype(np.int64)
+
+    xs = torch.from_numpy(x).to(device)
+    ys = torch.from_numpy(y).to(device)
+    per_segment = torch.from_numpy(counts).to(device).reshape(-1)
+    segment = torch.repeat_interleave(torch.arange(per_segment.numel(), device=device), per_segment)
+    first = torch.cumsum(per_segment, 0) - per_segment
+    fraction = (torch.arange(segment.numel(), device=device) - first[segment]).to(torch.float64)
+    fraction = fraction * (1.0 / per_segment.to(torch.float64))[segment]  # np.linspace(0, 1, count, endpoint=False)
+    steps = positions.shape[1] - 1
+    x_start, y_start = xs[:, :-1].reshape(-1)[segment], ys[:, :-1].reshape(-1)[segment]
+    x_end, y_end = xs[:, 1:].reshape(-1)[segment], ys[:, 1:].reshape(-1)[segment]
+    # Every sample of every segment, then every trajectory's end point (after its own samples, as in the reference).
+    record = torch.cat([segment // steps, torch.arange(len(params), device=device)])
+    px = torch.cat([x_start + (x_end - x_start) * fraction, xs[:, -1]])
+    py = torch.cat([y_start + (y_end - y_start) * fraction, ys[:, -1]])
+    half = torch.from_numpy(sizes // 2).to(device=device, dtype=torch.float64)[record]
+    px, py = px + half, py + half
+    x0, y0 = px.floor(), py.floor()
+    fx, fy = px - x0, py - y0
+    margin = (size - 2 * half.long() - 1) // 2  # where each record's own square sits in the shared one
+    base = record * size * size + (y0.long() + margin) * size + (x0.long() + margin)
+    kernel = torch.zeros(len(params) * size * size, dtype=torch.float64, device=device)
+    for dx, dy, weight in (
+        (0, 0, (1 - fx) * (1 - fy)),
+        (1, 0, fx * (1 - fy)),
+        (0, 1, (1 - fx) * fy),
+        (1, 1, fx * fy),
+    ):
+        kernel.index_add_(0, base + dy * size + dx, weight)
+    kernel = kernel.reshape(len(params), size, size)
+    return kernel / kernel.sum(dim=(1, 2), keepdim=True)
+
+
+def identity_kernels(params: Sequence[Params], device: torch.device) -> Tensor:
+    """:func:`identity_kernel` of every record: ``(n, 1, 1)`` ones."""
+    return torch.ones(len(params), 1, 1, dtype=torch.float64, device=device)
+
+
+def smooth_masks(params: Sequence[Params], height: int, width: int, device: torch.device) -> Tensor:
+    """:func:`smooth_mask` of every ``nonuniform`` record, ``(n, 1, H, W)``: one bicubic upsampling per grid size."""
+    grids = [_mask_grid(int(p["mask_cells"]), int(p["mask_seed"])) for p in params]
+    masks = torch.empty(len(params), 1, height, width, device=device)
+    for cells in sorted({grid.shape[-1] for grid in grids}):
+        members = [i for i, grid in enumerate(grids) if grid.shape[-1] == cells]
+        grid = torch.from_numpy(np.concatenate([grids[i] for i in members])).float().to(device)
+        masks[members] = F.interpolate(grid, size=(height, width), mode="bicubic", align_corners=True)
+    return masks.clamp(0.0, 1.0)
+
+
+def _nonuniform_mixture(
+    params: Sequence[Params], height: int, width: int, device: torch.device
+) -> list[tuple[list[Params], Tensor]]:
+    masks = smooth_masks(params, height, width, device)
+    return [([p["kernel_a"] for p in params], masks), ([p["kernel_b"] for p in params], 1.0 - masks)]
 
 
 # --------------------------------------------------------------------------------------------- the families
-Mixture = Callable[[Params, int, int, torch.device], list[tuple[Params, Tensor]]]
+Mixture = Callable[[Sequence[Params], int, int, torch.device], list[tuple[list[Params], Tensor]]]
 
 
 @dataclass(frozen=True)
 class BlurFamily:
     """One family of the zoo, defined once: how its parameters are drawn and how its blur is built.
 
-    A *uniform* family has ``kernel`` (a record -> its one float64 kernel, sum 1); a spatially varying family has
-    ``mixture`` (a record and the image size -> ``(uniform component record, weight map (1, 1, H, W))`` pairs
-    whose weights sum to 1). The application (:func:`apply_degradation`) and the deconvolution oracles
-    (:mod:`bdirnet.classical`) only read these two, so a new family is one entry of :data:`BLUR_FAMILIES`.
+    A *uniform* family has one kernel per record, given three ways: ``kernel`` (a record -> its float64 kernel,
+    sum 1: the per-sample CPU reference), ``kernels`` (records and a device -> their kernels ``(n, k, k)``,
+    batched, each centred in the largest) and ``kernel_px`` (a record -> the side of its kernel). A spatially
+    varying family has ``mixture`` (records and the image size -> ``(uniform component records, weight maps
+    (n, 1, H, W))`` pairs whose weights sum to 1). The application (:func:`apply_degradation`) and the
+    deconvolution oracles (:mod:`bdirnet.classical`) only read these, so a new family is one entry of
+    :data:`BLUR_FAMILIES`.
     """
 
     name: str
     draw: Callable[[np.random.Generator], Params]
     kernel: Callable[[Params], Tensor] | None = None
+    kernels: Callable[[Sequence[Params], torch.device], Tensor] | None = None
+    kernel_px: Callable[[Params], int] | None = None
     mixture: Mixture | None = None
 
     def __post_init__(self) -> None:
+        uniform = (self.kernel, self.kernels, self.kernel_px)
+        if not (all(f is not None for f in uniform) or all(f is None for f in uniform)):
+            raise ValueError(f"blur family {self.name!r}: a uniform family gives kernel, kernels and kernel_px")
         if (self.kernel is None) == (self.mixture is None):
             raise ValueError(f"blur family {self.name!r}: give exactly one of kernel (uniform) or mixture")
 
@@ -261,20 +451,43 @@ BLUR_FAMILIES: dict[str, BlurFamily] = {
             "motion",
             _draw_motion,
             kernel=lambda p: motion_kernel(int(p["kernel_px"]), float(p["angle_deg"]), float(p["direction"])),
+            kernels=motion_kernels,
+            kernel_px=lambda p: int(p["kernel_px"]),
         ),
-        BlurFamily("gaussian", _draw_gaussian, kernel=lambda p: gaussian_kernel(float(p["sigma_px"]))),
-        BlurFamily("shake", _draw_shake, kernel=lambda p: shake_kernel(int(p["kernel_px"]), int(p["trajectory_seed"]))),
-        BlurFamily("defocus", _draw_defocus, kernel=lambda p: disk_kernel(float(p["radius_px"]))),
+        BlurFamily(
+            "gaussian",
+            _draw_gaussian,
+            kernel=lambda p: gaussian_kernel(float(p["sigma_px"])),
+            kernels=gaussian_kernels,
+            kernel_px=lambda p: gaussian_kernel_px(float(p["sigma_px"])),
+        ),
+        BlurFamily(
+            "shake",
+            _draw_shake,
+            kernel=lambda p: shake_kernel(int(p["kernel_px"]), int(p["trajectory_seed"])),
+            kernels=shake_kernels,
+            kernel_px=lambda p: int(p["kernel_px"]),
+        ),
+        BlurFamily(
+            "defocus",
+            _draw_defocus,
+            kernel=lambda p: disk_kernel(float(p["radius_px"])),
+            kernels=disk_kernels,
+            kernel_px=lambda p: disk_kernel_px(float(p["radius_px"])),
+        ),
         BlurFamily("nonuniform", _draw_nonuniform, mixture=_nonuniform_mixture),
+        BlurFamily(
+            "none", _draw_none, kernel=lambda p: identity_kernel(), kernels=identity_kernels, kernel_px=lambda p: 1
+        ),
     )
 }
-"""Every blur family of the zoo by name, in a fixed order (DESIGN.md §2)."""
+"""Every family of the zoo by name, in a fixed order (DESIGN.md §2); ``none`` (no blur) last."""
 
 FAMILIES: tuple[str, ...] = tuple(BLUR_FAMILIES)
 """Every family name, in the order of :data:`BLUR_FAMILIES`."""
 
 UNIFORM_FAMILIES: tuple[str, ...] = tuple(name for name, family in BLUR_FAMILIES.items() if family.uniform)
-"""Families whose blur is one kernel for the whole image (a deconvolution oracle applies)."""
+"""Families whose blur is one kernel for the whole image (a deconvolution oracle applies); includes ``none``."""
 
 
 def blur_family(name: object) -> BlurFamily:
@@ -284,25 +497,76 @@ def blur_family(name: object) -> BlurFamily:
     return BLUR_FAMILIES[name]
 
 
-def kernel_from_params(params: Params) -> Tensor:
-    """Rebuild the float64 kernel of a uniform-family record (``params["family"]`` in UNIFORM_FAMILIES)."""
+def _uniform_family(params: Params, where: str) -> BlurFamily:
     family = blur_family(params.get("family"))
     if family.kernel is None:
-        raise ValueError(
-            f"kernel_from_params: family {family.name!r} has no single kernel; expected one of {UNIFORM_FAMILIES}"
-        )
+        raise ValueError(f"{where}: family {family.name!r} has no single kernel; expected one of {UNIFORM_FAMILIES}")
+    return family
+
+
+def kernel_from_params(params: Params) -> Tensor:
+    """Rebuild the float64 kernel of a uniform-family record on the CPU, one record at a time (the reference)."""
+    family = _uniform_family(params, "kernel_from_params")
+    assert family.kernel is not None
     return family.kernel(params)
+
+
+def batch_kernels(
+    params: Sequence[Params],
+    size: int | None = None,
+    *,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype = torch.float64,
+) -> Tensor:
+    """The kernels of many uniform-family records at once, built in torch on ``device``, grouped by family.
+
+    Computed in float64 (whatever ``dtype``) and equal to :func:`kernel_from_params` of each record to float64
+    roundoff, zero-padded to a common odd ``size``, then cast to ``dtype``.
+
+    Args:
+        params: records of uniform families (:data:`UNIFORM_FAMILIES`), families may differ per record.
+        size: the side of the output; default the largest kernel among ``params``; never smaller.
+        device: where to build them (default CPU).
+        dtype: the output dtype.
+
+    Returns:
+        ``(N, size, size)`` kernels, each centred, each summing to 1.
+
+    Example:
+        >>> records = sample_params("motion", 3, seed=0) + sample_params("defocus", 2, seed=0)
+        >>> batch_kernels(records).shape[0], float(batch_kernels(records).sum())
+        (5, 5.0)
+    """
+    device = torch.device("cpu") if device is None else torch.device(device)
+    families = [_uniform_family(p, "batch_kernels") for p in params]
+    sides = [family.kernel_px(p) for family, p in zip(families, params, strict=True)]  # type: ignore[misc]
+    largest = max(sides, default=1)
+    size = largest if size is None else int(size)
+    if size < largest or size % 2 == 0:
+        raise ValueError(f"batch_kernels: size {size} must be odd and at least the largest kernel, {largest}")
+    out = torch.zeros(len(params), size, size, dtype=torch.float64, device=device)
+    for name in dict.fromkeys(family.name for family in families):
+        members = [i for i, family in enumerate(families) if family.name == name]
+        build = BLUR_FAMILIES[name].kernels
+        assert build is not None
+        kernels = build([params[i] for i in members], device)
+        margin = (size - kernels.shape[-1]) // 2
+        kernels = F.pad(kernels, (margin, margin, margin, margin))
+        if len(members) == len(params):
+            return kernels.to(dtype)
+        out.index_copy_(0, torch.tensor(members, device=device), kernels)
+    return out.to(dtype)
 
 
 def blur_components(
     params: Params, height: int, width: int, device: torch.device
 ) -> list[tuple[Params, Tensor | None]]:
     """A record's blur as ``(uniform kernel record, weight map or None)`` pairs: one pair without weights for a
-    uniform family, the family's mixture for a spatially varying one."""
+    uniform family, the family's mixture (weights ``(1, 1, H, W)``) for a spatially varying one."""
     family = blur_family(params.get("family"))
     if family.mixture is None:
         return [(params, None)]
-    return list(family.mixture(params, height, width, device))
+    return [(records[0], weights) for records, weights in family.mixture([params], height, width, device)]
 
 
 # --------------------------------------------------------------------------------------------- application
@@ -316,10 +580,21 @@ def _stack_kernels(kernels: Sequence[Tensor], device: torch.device, dtype: torch
     return torch.stack(padded).to(device=device, dtype=dtype)
 
 
-def blur_with_kernels(images: Tensor, kernels: Sequence[Tensor]) -> Tensor:
-    """Blur each image with its own kernel (``kornia.filters.filter2d``, reflect border)."""
-    stacked = _stack_kernels(kernels, images.device, images.dtype)
+def blur_with_kernels(images: Tensor, kernels: Sequence[Tensor] | Tensor) -> Tensor:
+    """Blur each image with its own kernel (``kornia.filters.filter2d``, reflect border).
+
+    ``kernels``: one ``(k, k)`` tensor per image (zero-padded to the largest), or an ``(N, k, k)`` stack.
+    """
+    if isinstance(kernels, Tensor):
+        stacked = kernels.to(device=images.device, dtype=images.dtype)
+    else:
+        stacked = _stack_kernels(kernels, images.device, images.dtype)
     return kornia.filters.filter2d(images, stacked, border_type="reflect")
+
+
+def _blur(images: Tensor, params: Sequence[Params]) -> Tensor:
+    """Blur each image with the kernel of its uniform-family record, the kernels built at once on its device."""
+    return blur_with_kernels(images, batch_kernels(params, device=images.device, dtype=images.dtype))
 
 
 def _check_batch(images: Tensor, where: str) -> None:
@@ -333,6 +608,35 @@ def _check_batch(images: Tensor, where: str) -> None:
 
 def _check_family(family: str) -> None:
     blur_family(family)
+
+
+def apply_blur(sharp: Tensor, params: Sequence[Params]) -> Tensor:
+    """The blur step of :func:`apply_degradation` alone (no noise, JPEG or clipping), same arguments.
+
+    Every uniform record is blurred in one batched ``filter2d`` with its kernel from :func:`batch_kernels`
+    (zero-padded to the largest of them), each spatially varying family's records in one per component, weighted.
+    """
+    _check_batch(sharp, "apply_blur")
+    if len(params) != sharp.shape[0]:
+        raise ValueError(f"apply_blur: {len(params)} parameter records for a batch of {sharp.shape[0]}")
+    blurred = torch.empty_like(sharp)
+    height, width = sharp.shape[-2:]
+    families = [blur_family(p.get("family")) for p in params]
+    uniform = [i for i, family in enumerate(families) if family.uniform]
+    if uniform:
+        blurred[uniform] = _blur(sharp[uniform], [params[i] for i in uniform])
+    for name in dict.fromkeys(family.name for family in families if not family.uniform):
+        members = [i for i, family in enumerate(families) if family.name == name]
+        mixture = BLUR_FAMILIES[name].mixture
+        assert mixture is not None
+        subset = sharp[members]
+        total: Tensor | None = None
+        for records, weights in mixture([params[i] for i in members], height, width, sharp.device):
+            part = weights.to(sharp.dtype) * _blur(subset, records)
+            total = part if total is None else total + part
+        assert total is not None
+        blurred[members] = total
+    return blurred
 
 
 def apply_degradation(sharp: Tensor, params: Sequence[Params]) -> Tensor:
@@ -351,23 +655,7 @@ def apply_degradation(sharp: Tensor, params: Sequence[Params]) -> Tensor:
     unknown = sorted({str(p.get("family")) for p in params} - set(FAMILIES))
     if unknown:
         raise ValueError(f"apply_degradation: unknown blur families {unknown}; expected {FAMILIES}")
-    blurred = torch.empty_like(sharp)
-    height, width = sharp.shape[-2:]
-    components = [blur_components(p, height, width, sharp.device) for p in params]
-    # One batched filter2d per (number of components, component index): one kernel per sample, as kornia is
-    # fastest; uniform records in one batch, each component of the mixtures in another.
-    for count in sorted({len(c) for c in components}):
-        members = [i for i, c in enumerate(components) if len(c) == count]
-        subset = sharp[members]
-        total: Tensor | None = None
-        for k in range(count):
-            part = blur_with_kernels(subset, [kernel_from_params(components[i][k][0]) for i in members])
-            weights = [components[i][k][1] for i in members]
-            if weights[0] is not None:
-                part = torch.cat([w for w in weights if w is not None]).to(sharp.dtype) * part
-            total = part if total is None else total + part
-        assert total is not None
-        blurred[members] = total
+    blurred = apply_blur(sharp, params)
     for i, record in enumerate(params):
         sigma = float(record.get("noise_sigma", 0.0))
         if sigma > 0:

@@ -18,7 +18,7 @@ import torch
 
 from bdirnet.degrade import FAMILIES
 from bdirnet.images import decode_png, to_tensor
-from bdirnet.metrics import METRICS, group_means, psnr, rounded, score
+from bdirnet.metrics import METRICS, family_group, group_means, psnr, rounded, score
 
 Restorer = Callable[[torch.Tensor, dict[str, Any]], torch.Tensor]
 
@@ -57,13 +57,14 @@ class FamilyScores:
     """The per-image scores of one family: pair id -> metric name -> value, restored and blurred input."""
 
     held_out: bool
+    group: str  # bdirnet.metrics.GROUPS
     restored: dict[str, dict[str, float]] = field(default_factory=dict)
     blurred: dict[str, dict[str, float]] = field(default_factory=dict)
 
     def summary(self, per_image: bool = False) -> dict[str, Any]:
         """Per metric: mean and std over images, and the blurred input's mean; with ``per_image``, also ``images``:
         pair id -> {metric: value}."""
-        out: dict[str, Any] = {"held_out": self.held_out, "n": len(self.restored)}
+        out: dict[str, Any] = {"held_out": self.held_out, "group": self.group, "n": len(self.restored)}
         for name in METRICS:
             values = np.asarray([scores[name] for scores in self.restored.values()], dtype=np.float64)
             out[name] = rounded(name, values.mean())
@@ -94,7 +95,10 @@ def evaluate_restorer(
     for pair in pairs:
         with torch.no_grad():
             restored = restore(pair.blurred, pair.params).clamp(0, 1)
-        family = scores.setdefault(pair.family, FamilyScores(held_out=pair.family in held_out_families))
+        family = scores.setdefault(
+            pair.family,
+            FamilyScores(held_out=pair.family in held_out_families, group=family_group(pair.family, held_out_families)),
+        )
         family.restored[pair.pair_id] = score(restored, pair.sharp)
         family.blurred[pair.pair_id] = score(pair.blurred, pair.sharp)
         if on_image is not None:
@@ -105,7 +109,8 @@ def evaluate_restorer(
 
 
 def report_groups(families: dict[str, dict[str, Any]]) -> dict[str, dict[str, float]]:
-    """The in-family / held-out means of one evaluation: every metric, restored and blurred, and the PSNR gain."""
+    """The in-family / held-out / no-blur means of one evaluation: every metric, restored and blurred, and the PSNR
+    gain."""
     return group_means(families, [*METRICS, *(f"blurred_{name}" for name in METRICS)])
 
 

@@ -100,8 +100,20 @@ entry here (and its rounding in :data:`DIGITS`); evaluation, reports and the rob
 DIGITS: dict[str, int] = {"psnr": 4, "ssim": 5}
 """Decimal places a metric is stored with in the JSON reports."""
 
-GROUPS: tuple[tuple[str, bool], ...] = (("in_family", False), ("held_out", True))
-"""The two family groups: (name, whether its families were held out of training)."""
+GROUPS: tuple[str, ...] = ("in_family", "held_out", "no_blur")
+"""The family groups: the training families, the held-out families, and ``none`` (no blur: "do no harm")."""
+
+
+def family_group(family: str, held_out_families: Sequence[str]) -> str:
+    """The group of a family: ``no_blur`` for ``none``, ``held_out`` for a held-out family, else ``in_family``."""
+    if family == "none":
+        return "no_blur"
+    return "held_out" if family in held_out_families else "in_family"
+
+
+def row_group(row: Mapping[str, Any]) -> str:
+    """The group of a family row of a report (``group``; reports from before it: by ``held_out``)."""
+    return str(row.get("group") or ("held_out" if row["held_out"] else "in_family"))
 
 
 def score(restored: Tensor, sharp: Tensor) -> dict[str, float]:
@@ -118,12 +130,12 @@ def rounded(name: str, value: float) -> float:
 
 
 def group_means(families: Mapping[str, Mapping[str, Any]], keys: Sequence[str]) -> dict[str, dict[str, float]]:
-    """The mean of each of ``keys`` over the in-family and over the held-out families (rows with ``held_out``),
-    rounded per metric; a group without families is left out. With ``psnr`` and ``blurred_psnr`` among the keys,
+    """The mean of each of ``keys`` over the families of each group (:data:`GROUPS`, :func:`row_group`), rounded
+    per metric; a group without families is left out. With ``psnr`` and ``blurred_psnr`` among the keys,
     ``gain_db`` is their difference."""
     groups: dict[str, dict[str, float]] = {}
-    for group, held_out in GROUPS:
-        members = [row for row in families.values() if bool(row["held_out"]) is held_out]
+    for group in GROUPS:
+        members = [row for row in families.values() if row_group(row) == group]
         if not members:
             continue
         means = {key: rounded(key, sum(float(m[key]) for m in members) / len(members)) for key in keys}

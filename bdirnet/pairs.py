@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from bdirnet.config import DegradeConfig, PairsConfig
-from bdirnet.datasets import ImageRecord
+from bdirnet.datasets import ImageRecord, crop_boxes
 from bdirnet.degrade import FAMILIES, apply_degradation, sample_params
 from bdirnet.images import decode_png, encode_png, to_float_array, to_tensor, to_uint8
 
@@ -30,48 +30,24 @@ def row_seed(*parts: object) -> int:
     return zlib.crc32(":".join(map(str, parts)).encode()) & 0x7FFFFFFF
 
 
-def plan_crops(
-    records: list[ImageRecord], split: str, pairs: PairsConfig, degrade: DegradeConfig
-) -> list[dict[str, Any]]:
-    """Every pair of one split as a row: which image, which crop, which family, which seed.
+def plan_crops(records: list[ImageRecord], split: str, pairs: PairsConfig) -> list[dict[str, Any]]:
+    """Every pair of the val or test split as a row: which image, which crop, which family, which seed.
 
-    train/val: ``*_patches_per_image`` random ``patch_px`` patches per image, families cycled. test: a
-    ``test_crops_per_side``² grid of ``test_crop_px`` crops around the centre, each under every family of the
-    zoo (training and held-out).
+    Up to ``val_crops_per_image`` / ``test_crops_per_image`` non-overlapping ``val_crop_px`` /
+    ``test_crop_px`` crops per image, chosen by the texture rule from the ingest manifest's texture map alone
+    (:func:`bdirnet.datasets.crop_boxes`, ``min_texture``), each under every family of the zoo (training and
+    held-out), so that checkpoint selection on val sees robustness too. An image without a qualifying crop gives
+    no val/test pair (:func:`untextured` lists them).
     """
+    if split not in ("val", "test"):
+        raise ValueError(f"plan_crops: only val and test pairs are materialised, not {split!r} (bdirnet.streaming)")
     rows: list[dict[str, Any]] = []
     for record in sorted((r for r in records if r.split == split), key=lambda r: r.name):
         # (name, seed key, box, family): the name identifies the pair within its image; the seed key, with the
         # family, seeds its blur.
-        combos: list[tuple[str, object, tuple[int, int, int], str]]
-        if split == "test":
-            size = min(pairs.test_crop_px, (min(record.height, record.width) // pairs.test_crops_per_side) // 16 * 16)
-            n = pairs.test_crops_per_side
-            if size < 16:
-                raise ValueError(
-                    f"{record.name}: {record.width}×{record.height} is too small for pairs.test_crops_per_side {n} "
-                    f"(its crops would be {size} px; lower test_crops_per_side)"
-                )
-            top0 = (record.height - n * size) // 2
-            left0 = (record.width - n * size) // 2
-            boxes = [(top0 + i * size, left0 + j * size, size) for i in range(n) for j in range(n)]
-            # Keyed by box and family *name*: adding a family to the zoo leaves every existing test pair as it was.
-            combos = [
-                (f"{b:03d}/{family}", f"{b:03d}", box, family) for b, box in enumerate(boxes) for family in FAMILIES
-            ]
-        else:
-            count = pairs.train_patches_per_image if split == "train" else pairs.val_patches_per_image
-            families = degrade.train_families
-            size = pairs.patch_px
-            if min(record.height, record.width) < size:
-                continue
-            rng = np.random.default_rng([pairs.seed, zlib.crc32(record.name.encode()), zlib.crc32(split.encode())])
-            tops = rng.integers(0, record.height - size + 1, count)
-            lefts = rng.integers(0, record.width - size + 1, count)
-            combos = [
-                (f"{k:05d}", k, (int(t), int(left), size), families[k % len(families)])
-                for k, (t, left) in enumerate(zip(tops, lefts, strict=True))
-            ]
+        boxes = crop_boxes(record, *_crop_rule(split, pairs))
+        # Keyed by box and family *name*: adding a family to the zoo leaves every existing pair as it was.
+        combos = [(f"{b:03d}/{family}", f"{b:03d}", box, family) for b, box in enumerate(boxes) for family in FAMILIES]
         for key, seed_key, (top, left, crop), family in combos:
             rows.append(
                 {
@@ -87,6 +63,19 @@ def plan_crops(
                 }
             )
     return rows
+
+
+def _crop_rule(split: str, pairs: PairsConfig) -> tuple[int, int, float]:
+    """``(crop_px, crops_per_image, min_texture)`` of the val or test split."""
+    if split == "val":
+        return pairs.val_crop_px, pairs.val_crops_per_image, pairs.min_texture
+    return pairs.test_crop_px, pairs.test_crops_per_image, pairs.min_texture
+
+
+def untextured(records: list[ImageRecord], split: str, pairs: PairsConfig) -> list[str]:
+    """The images of a val/test split that give no crop under the texture rule (too smooth, or too small)."""
+    rule = _crop_rule(split, pairs)
+    return sorted(r.name for r in records if r.split == split and not crop_boxes(r, *rule))
 
 
 class BlurPairs:
@@ -150,9 +139,10 @@ def write_pairs(
     pairs: PairsConfig,
     degrade: DegradeConfig,
 ) -> dict[str, int]:
-    """Run the Ray Data pipeline for every split and write ``<out_root>/<split>/*.parquet``.
+    """Run the Ray Data pipeline for the val and test splits and write ``<out_root>/<split>/*.parquet``.
 
-    Returns the number of pairs per split. Ray must be initialised (:func:`bdirnet.runtime.init_ray`).
+    Training pairs are not materialised: :mod:`bdirnet.streaming` makes fresh ones every epoch. Returns the
+    number of pairs per split. Ray must be initialised (:func:`bdirnet.runtime.init_ray`).
     """
     import ray
 
@@ -160,11 +150,12 @@ def write_pairs(
     context.execution_options.preserve_order = True  # deterministic row order -> identical shards
     use_gpu = ray.cluster_resources().get("GPU", 0) > 0
     counts = {}
-    for split in ("train", "val", "test"):
-        rows = plan_crops(records, split, pairs, degrade)
+    for split in ("val", "test"):
+        rows = plan_crops(records, split, pairs)
         if not rows:
             raise ValueError(f"{ingested_dir}/manifest.json: the {split!r} split has no usable images")
-        blocks = max(1, min(len(rows) // pairs.batch_rows, 4 * pairs.num_actors))
+        # One block per batch: a plan in fewer blocks than actors leaves actors idle (Ray Data warns so).
+        blocks = max(pairs.num_actors, -(-len(rows) // pairs.batch_rows))
         dataset = ray.data.from_items(rows, override_num_blocks=blocks).map_batches(
             BlurPairs,
             fn_constructor_kwargs={
@@ -203,16 +194,24 @@ def _deterministic_names(split: str) -> Any:
 
 # --------------------------------------------------------------------------------------------- reading shards
 def decode_pairs(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Ray Data batch transform: PNG bytes -> float32 (N, 3, H, W) ``sharp`` and ``blurred`` in [0, 1]."""
+    """Ray Data batch transform: PNG bytes -> float32 (N, 3, H, W) ``sharp`` and ``blurred`` in [0, 1], and, when
+    the batch has ``family``, ``family_index`` (its position in :data:`bdirnet.degrade.FAMILIES`)."""
     out = {}
     for column in ("sharp", "blurred"):
         out[column] = to_float_array(np.stack([decode_png(data) for data in batch[column]]))
+    if "family" in batch:
+        index = {name: i for i, name in enumerate(FAMILIES)}
+        unknown = sorted({str(f) for f in batch["family"]} - set(index))
+        if unknown:
+            raise ValueError(f"pairs: unknown families {unknown} in the shards; expected {FAMILIES}")
+        out["family_index"] = np.array([index[str(f)] for f in batch["family"]], dtype=np.int64)
     return out
 
 
-def read_pairs(uri: str) -> Any:
-    """A Ray dataset of decoded pairs (``sharp``, ``blurred``) from a folder of Parquet shards."""
+def read_pairs(uri: str, with_family: bool = True) -> Any:
+    """A Ray dataset of decoded pairs (``sharp``, ``blurred``, ``family_index``) from a folder of Parquet shards."""
     import ray
 
-    dataset = ray.data.read_parquet(uri, columns=["sharp", "blurred"])
+    columns = ["sharp", "blurred", "family"] if with_family else ["sharp", "blurred"]
+    dataset = ray.data.read_parquet(uri, columns=columns)
     return dataset.map_batches(decode_pairs, batch_format="numpy", batch_size=64)

@@ -19,7 +19,7 @@ import numpy as np
 
 from bdirnet.config import StudyConfig
 from bdirnet.images import read_png, save_png
-from bdirnet.metrics import GROUPS, METRICS, group_means, rounded
+from bdirnet.metrics import GROUPS, METRICS, group_means, rounded, row_group
 
 FOILS = ("transfer", "transfer_residual")
 CLASSICAL_NOTES = {
@@ -56,7 +56,7 @@ def _family_row(per_seed: Sequence[Mapping[str, Any]], where: str) -> dict[str, 
     for row in per_seed[1:]:
         if sorted(row["images"]) != ids:
             raise ValueError(f"{where}: seeds were scored on different test pairs")
-    out: dict[str, Any] = {"held_out": bool(per_seed[0]["held_out"]), "n": len(ids)}
+    out: dict[str, Any] = {"held_out": bool(per_seed[0]["held_out"]), "group": row_group(per_seed[0]), "n": len(ids)}
     seed_means: dict[str, list[float]] = {}
     for name in METRICS:
         try:
@@ -80,10 +80,10 @@ def summarise(reports: Sequence[Mapping[str, Any]], seeds: Sequence[int], where:
         for family in reports[0]["families"]
     }
     groups: dict[str, Any] = group_means(families, list(METRICS))
-    for group, held_out in GROUPS:
+    for group in GROUPS:
         if group not in groups:
             continue
-        seed_means = np.mean([row["seed_psnr"] for row in families.values() if row["held_out"] is held_out], axis=0)
+        seed_means = np.mean([row["seed_psnr"] for row in families.values() if row_group(row) == group], axis=0)
         groups[group] |= {
             "seed_psnr": [rounded("psnr", v) for v in seed_means],
             "seed_spread_db": rounded("psnr", seed_means.max() - seed_means.min()),
@@ -114,7 +114,7 @@ def build(
         raise ValueError("the classical report has no 'blurred' method: the gains need the blurred input")
     blurred = variants["blurred"]
     for row in variants.values():
-        for group, _ in GROUPS:
+        for group in GROUPS:
             if group in row:
                 row[group]["gain_db"] = rounded("psnr", row[group]["psnr"] - blurred[group]["psnr"])
         if "in_family" in row and "held_out" in row:
@@ -139,7 +139,7 @@ def compare(variants: Mapping[str, Any], ours: str) -> dict[str, Any]:
         if foil not in variants:
             continue
         entry: dict[str, Any] = {}
-        for group, _ in GROUPS:
+        for group in GROUPS:
             if group not in variants[ours]:
                 continue
             diff = variants[ours][group]["psnr"] - variants[foil][group]["psnr"]
@@ -165,7 +165,8 @@ def render_markdown(report: Mapping[str, Any], title: str) -> str:
     promotion = report.get("promotion", {"candidate": "—", "champion_before": None, "decision": "not applied"})
     families = list(next(iter(variants.values()))["families"])
     held = set(report["held_out_families"])
-    heads = [f"{f} ({'held-out' if f in held else 'in-family'})" for f in families]
+    heads = [f"{f} ({'held-out' if f in held else 'no blur' if f == 'none' else 'in-family'})" for f in families]
+    no_blur = all("no_blur" in row for row in variants.values())
     lines = [f"# {title}", ""]
     lines += [
         f"Seeds per learned variant: {report['seeds']}. PSNR (dB) and SSIM are mean ± std over test images",
@@ -174,8 +175,11 @@ def render_markdown(report: Mapping[str, Any], title: str) -> str:
         "",
         "## PSNR, variant × blur family",
         "",
-        "| variant | " + " | ".join(heads) + " | in-family | held-out | held-out − in-family (gain) |",
-        "|---|" + "---|" * (len(families) + 3),
+        "| variant | "
+        + " | ".join(heads)
+        + " | in-family | held-out | held-out − in-family (gain) |"
+        + (" no blur |" if no_blur else ""),
+        "|---|" + "---|" * (len(families) + 3 + no_blur),
     ]
     for name, row in variants.items():
         cells = [_pm(row["families"][f]) for f in families]
@@ -184,8 +188,10 @@ def render_markdown(report: Mapping[str, Any], title: str) -> str:
             + f" | {row['in_family']['psnr']:.2f} ({row['in_family']['gain_db']:+.2f})"
             + f" | {row['held_out']['psnr']:.2f} ({row['held_out']['gain_db']:+.2f})"
             + f" | {row['held_out_minus_in_family_gain_db']:+.2f} |"
+            + (f" {row['no_blur']['psnr']:.2f} ({row['no_blur']['gain_db']:+.2f}) |" if no_blur else "")
         )  # fmt: skip
-    lines += ["", "Group cells: mean PSNR (gain over the blurred input).", "", "## SSIM, variant × blur family", ""]
+    lines += ["", "Group cells: mean PSNR (gain over the blurred input). `none`: the sharp crop with sensor noise"]
+    lines += ["only; a network that does no harm keeps it (gain ≈ 0).", "", "## SSIM, variant × blur family", ""]
     lines += ["| variant | " + " | ".join(heads) + " | in-family | held-out |", "|---|" + "---|" * (len(families) + 2)]
     for name, row in variants.items():
         cells = [_pm(row["families"][f], "ssim", 3) for f in families]
@@ -229,10 +235,12 @@ def format_matrix(report: Mapping[str, Any]) -> str:
     families = list(next(iter(variants.values()))["families"])
     held = set(report["held_out_families"])
     heads = [f"{f[:10]}{'*' if f in held else ''}" for f in families]
-    lines = [f"{'PSNR dB':<18}" + "".join(f"{h:>12}" for h in heads) + f"{'in-family':>11}{'held-out*':>11}"]
+    shown = [g for g in ("in_family", "held_out", "no_blur") if all(g in row for row in variants.values())]
+    titles = {"in_family": "in-family", "held_out": "held-out*", "no_blur": "no blur"}
+    lines = [f"{'PSNR dB':<18}" + "".join(f"{h:>12}" for h in heads) + "".join(f"{titles[g]:>11}" for g in shown)]
     for name, row in variants.items():
         cells = "".join(f"{row['families'][f]['psnr']:>12.2f}" for f in families)
-        groups = "".join(f"{row[g]['gain_db']:>+11.2f}" for g in ("in_family", "held_out"))
+        groups = "".join(f"{row[g]['gain_db']:>+11.2f}" for g in shown)
         lines.append(f"{name:<18}{cells}{groups}")
     lines.append("* held out; group columns: gain over the blurred input (dB)")
     return "\n".join(lines)

@@ -5,8 +5,9 @@ from __future__ import annotations
 import hashlib
 
 
-def folder_digest(uri: str) -> str:
-    """SHA-256 over the relative names and contents of every file under ``uri`` (sorted); 16 hex digits."""
+def folder_digest(uri: str, extra: str = "") -> str:
+    """SHA-256 over the relative names and contents of every file under ``uri`` (sorted), then ``extra`` (what
+    else defines the data, e.g. the training stream's recipe); 16 hex digits."""
     import pyarrow.fs as pafs
 
     filesystem, root = pafs.FileSystem.from_uri(uri) if "://" in uri else (pafs.LocalFileSystem(), uri)
@@ -20,4 +21,5 @@ def folder_digest(uri: str) -> str:
         with filesystem.open_input_stream(path) as stream:
             while chunk := stream.read(1 << 20):
                 digest.update(chunk)
+    digest.update(extra.encode())
     return digest.hexdigest()[:16]

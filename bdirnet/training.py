@@ -1,11 +1,13 @@
-"""Ray Train: ``train_loop_per_worker`` and the ``TorchTrainer`` that runs it over the pair shards.
+"""Ray Train: ``train_loop_per_worker`` and the ``TorchTrainer`` that runs it.
 
-Each worker reads its shard of the train/val Parquet pairs (``get_dataset_shard(...).iter_torch_batches``),
-trains with :func:`bdirnet.engine.train_step` (DDP through ``prepare_model`` when there is more than one
-worker), computes the validation PSNR each epoch (summed over workers), and rank 0 logs to MLflow and saves
-the checkpoint (model, objective, optimiser, scheduler, epoch, step). Rerunning with the same run name and
-storage path resumes from the latest checkpoint (``ray.train.get_checkpoint()``); the best checkpoint by
-validation PSNR is what gets registered.
+Each worker takes its split of the on-the-fly training stream (:mod:`bdirnet.streaming`: fresh pairs every epoch,
+``get_dataset_shard("train").iter_torch_batches``) and of the materialised val pairs, trains with
+:func:`bdirnet.engine.train_step` (DDP through ``prepare_model`` when there is more than one worker), computes the
+validation PSNR per family each epoch (summed over workers), and rank 0 logs to MLflow and saves the checkpoint
+(model, objective, optimiser, scheduler, epoch, step). Rerunning with the same run name and storage path resumes
+from the latest checkpoint (``ray.train.get_checkpoint()``; the stream starts at the first unfinished epoch); the
+best checkpoint by validation PSNR (the mean over every val pair: training families, held-out families and
+``none``) is what gets registered.
 """
 
 from __future__ import annotations
@@ -16,20 +18,23 @@ import math
 import os
 import tempfile
 import time
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from bdirnet.config import ModelConfig, TrainConfig, from_mapping, to_dict
+from bdirnet.config import DegradeConfig, ModelConfig, TrainConfig, from_mapping, to_dict
+from bdirnet.degrade import FAMILIES
 from bdirnet.engine import build_optimizer, train_step
 from bdirnet.images import to_uint8
 from bdirnet.losses import TrainingModule
 from bdirnet.metrics import psnr
 from bdirnet.model import build_model
 from bdirnet.pairs import read_pairs
+from bdirnet.streaming import StreamPlan, to_float, training_stream
 
 CHECKPOINT_FILE = "state.pt"
 CONFIG_FILE = "config.json"
@@ -97,24 +102,18 @@ def restore_checkpoint(state: WorkerState, max_epochs: int, run: str) -> None:
 
 
 def train_epoch(
-    state: WorkerState, config: TrainConfig, epoch: int, device: torch.device
+    state: WorkerState, config: TrainConfig, batches: Iterator[dict[str, torch.Tensor]], steps: int
 ) -> tuple[dict[str, float], int]:
-    """One pass over this worker's shard of the train pairs; returns the mean loss parts and the samples seen."""
-    import ray.train
-
+    """``steps`` steps on the next batches of this worker's stream; returns the mean loss parts and samples seen."""
     memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
     sums: dict[str, float] = {}
     seen = 0
-    batches = ray.train.get_dataset_shard("train").iter_torch_batches(
-        batch_size=config.batch_size,
-        drop_last=True,
-        local_shuffle_buffer_size=4 * config.batch_size,
-        local_shuffle_seed=config.seed + epoch,
-        device=device,
-    )
-    for batch in batches:
-        blurred = batch["blurred"].contiguous(memory_format=memory_format)
-        sharp = batch["sharp"].contiguous(memory_format=memory_format)
+    for _ in range(steps):
+        batch = next(batches, None)
+        if batch is None:
+            raise RuntimeError(f"the training stream ended early: {seen} samples into an epoch of {steps} steps")
+        blurred = to_float(batch["blurred"]).contiguous(memory_format=memory_format)
+        sharp = to_float(batch["sharp"]).contiguous(memory_format=memory_format)
         result = train_step(
             state.wrapped,
             state.optimizer,
@@ -129,24 +128,61 @@ def train_epoch(
         seen += blurred.shape[0]
         for key, value in result.parts.items():
             sums[key] = sums.get(key, 0.0) + value
-    batches_done = max(1, seen // config.batch_size)
-    return {f"train_{k}": v / batches_done for k, v in sums.items()}, seen
+    return {f"train_{k}": v / max(steps, 1) for k, v in sums.items()}, seen
 
 
-def validate_epoch(network: torch.nn.Module, device: torch.device) -> tuple[float, float, np.ndarray | None]:
-    """PSNR sum and image count over this worker's shard of the val pairs, and a blurred | restored | sharp grid."""
+@dataclass
+class ValSums:
+    """Per-family sums over one worker's val pairs (indexed like :data:`bdirnet.degrade.FAMILIES`)."""
+
+    restored: np.ndarray  # PSNR sums of the network's output
+    blurred: np.ndarray  # PSNR sums of the blurred input
+    count: np.ndarray
+
+    def vector(self) -> list[float]:
+        return [*self.restored.tolist(), *self.blurred.tolist(), *self.count.tolist()]
+
+    @classmethod
+    def from_vector(cls, values: list[float]) -> ValSums:
+        n = len(FAMILIES)
+        return cls(*(np.array(values[i * n : (i + 1) * n]) for i in range(3)))
+
+
+def val_metrics(sums: ValSums, degrade: DegradeConfig) -> dict[str, float]:
+    """``val_psnr`` (mean over every val pair), and per family and group the PSNR and gain over the input."""
+    metrics = {"val_psnr": float(sums.restored.sum() / max(sums.count.sum(), 1.0))}
+    gains: dict[str, float] = {}
+    for i, family in enumerate(FAMILIES):
+        if sums.count[i] > 0:
+            metrics[f"val_psnr_{family}"] = float(sums.restored[i] / sums.count[i])
+            gains[family] = float((sums.restored[i] - sums.blurred[i]) / sums.count[i])
+            metrics[f"val_gain_{family}"] = gains[family]
+    for group, families in (("in_family", degrade.train_families), ("held_out", degrade.held_out_families)):
+        present = [gains[f] for f in families if f in gains]
+        if present:
+            metrics[f"val_gain_{group}"] = float(np.mean(present))
+    return metrics
+
+
+def validate_epoch(network: torch.nn.Module, device: torch.device) -> tuple[ValSums, np.ndarray | None]:
+    """Per-family PSNR sums over this worker's shard of the val pairs, and a blurred | restored | sharp grid."""
     import ray.train
 
     network.eval()
-    psnr_sum, count, grid = 0.0, 0.0, None
+    n = len(FAMILIES)
+    sums = ValSums(np.zeros(n), np.zeros(n), np.zeros(n))
+    grid = None
     with torch.no_grad():
         for batch in ray.train.get_dataset_shard("val").iter_torch_batches(batch_size=16, device=device):
             restored = network(batch["blurred"])
-            psnr_sum += float(psnr(restored, batch["sharp"]).sum())
-            count += float(restored.shape[0])
+            family = batch["family_index"].cpu().numpy()
+            np.add.at(sums.restored, family, psnr(restored, batch["sharp"]).cpu().numpy())
+            np.add.at(sums.blurred, family, psnr(batch["blurred"], batch["sharp"]).cpu().numpy())
+            np.add.at(sums.count, family, 1.0)
             if grid is None:
                 grid = image_grid(batch["blurred"], restored, batch["sharp"])
-    return psnr_sum, count, grid
+    network.train()
+    return sums, grid
 
 
 def save_checkpoint(state: WorkerState, model_config: ModelConfig, epoch: int, metrics: dict[str, float]) -> None:
@@ -178,6 +214,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
 
     model_config = from_mapping(ModelConfig, loop_config["model"], "model")
     train_config = from_mapping(TrainConfig, loop_config["train"], "train")
+    degrade_config = from_mapping(DegradeConfig, loop_config["degrade"], "degrade")
     context = ray.train.get_context()
     rank, world_size = context.get_world_rank(), context.get_world_size()
     print(f"[train] worker {rank}/{world_size} on node {ray.get_runtime_context().get_node_id()}")
@@ -194,17 +231,28 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     module.to(device).to(memory_format=memory_format)  # type: ignore[call-overload]
     state.wrapped = ray.train.torch.prepare_model(module, move_to_device=False)  # DDP when world_size > 1
     uri, run_id = loop_config["tracking_uri"], loop_config["mlflow_run_id"]
+    if state.start_epoch != int(loop_config["first_epoch"]):
+        raise RuntimeError(
+            f"run {loop_config.get('run_name')}: the checkpoint resumes at epoch {state.start_epoch} but the "
+            f"training stream was planned from epoch {loop_config['first_epoch']}"
+        )
+    steps_per_epoch = int(loop_config["steps_per_epoch"])
+    # One pass over the stream of every remaining epoch: each epoch takes its own fresh pairs.
+    stream = ray.train.get_dataset_shard("train").iter_torch_batches(
+        batch_size=train_config.batch_size, drop_last=True, device=device, prefetch_batches=2
+    )
+    batches = iter(stream)
 
     for epoch in range(state.start_epoch, train_config.max_epochs):
         started = time.perf_counter()
-        metrics, seen = train_epoch(state, train_config, epoch, device)
+        metrics, seen = train_epoch(state, train_config, batches, steps_per_epoch)
         train_seconds = time.perf_counter() - started
-        psnr_sum, count, grid = validate_epoch(module.network, device)
-        psnr_sum, count, samples = _all_reduce_sum([psnr_sum, count, float(seen)], device)
-        val_psnr = psnr_sum / max(count, 1.0)
+        sums, grid = validate_epoch(module.network, device)
+        *reduced, samples = _all_reduce_sum([*sums.vector(), float(seen)], device)
+        metrics |= val_metrics(ValSums.from_vector(reduced), degrade_config)
+        val_psnr = metrics["val_psnr"]
         state.best_val_psnr = max(state.best_val_psnr, val_psnr)
         metrics |= {
-            "val_psnr": val_psnr,
             "best_val_psnr": state.best_val_psnr,
             "epoch": float(epoch),
             "step": float(state.step),
@@ -216,7 +264,10 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             continue
         print(
             f"[train] epoch {epoch + 1}/{train_config.max_epochs} step {state.step} "
-            f"loss {metrics.get('train_loss_total', float('nan')):.4f} val PSNR {val_psnr:.2f} dB "
+            f"loss {metrics.get('train_loss_total', float('nan')):.4f} val PSNR {val_psnr:.2f} dB, gain "
+            f"{metrics.get('val_gain_in_family', float('nan')):+.2f} in-family "
+            f"{metrics.get('val_gain_held_out', float('nan')):+.2f} held-out "
+            f"{metrics.get('val_gain_none', float('nan')):+.2f} none "
             f"({metrics['samples_per_second']:.1f} samples/s, {world_size} worker(s))"
         )
         registry.log_metrics(uri, run_id, metrics, step=epoch)
@@ -251,36 +302,54 @@ class FitResult:
     wall_seconds: float
 
 
+def completed_epochs(storage_path: str, name: str) -> int:
+    """Epochs a Ray Train run of this name has already checkpointed in ``storage_path`` (0 for a new run)."""
+    import ray.train
+
+    try:
+        result = ray.train.Result.from_path(f"{storage_path.rstrip('/')}/{name}")
+    except (RuntimeError, FileNotFoundError):  # no run folder, or no checkpoint snapshot in it yet
+        return 0
+    return int(result.metrics["epoch"]) + 1 if result.metrics and "epoch" in result.metrics else 0
+
+
 def fit(
-    pairs_root: str,
+    plan: StreamPlan,
+    val_uri: str,
     model_config: ModelConfig,
     train_config: TrainConfig,
+    degrade_config: DegradeConfig,
     storage_path: str,
     name: str,
     tracking_uri: str,
     mlflow_run_id: str,
 ) -> FitResult:
-    """Run (or resume) the TorchTrainer; Ray must be initialised."""
+    """Run (or resume) the TorchTrainer on the on-the-fly stream of ``plan`` and the val pairs; Ray must be
+    initialised."""
     import ray.train
     from ray.train.torch import TorchTrainer
 
     started = time.perf_counter()
-    train_dataset = read_pairs(f"{pairs_root}/train")
-    val_dataset = read_pairs(f"{pairs_root}/val")
-    train_rows = train_dataset.count()
-    steps_per_epoch = train_rows // (train_config.batch_size * train_config.num_workers)
-    if steps_per_epoch < 1:
+    steps_per_epoch = train_config.samples_per_epoch // (train_config.batch_size * train_config.num_workers)
+    # Whole batches for every worker: the stream holds exactly what the epochs consume.
+    plan = replace(plan, samples_per_epoch=steps_per_epoch * train_config.batch_size * train_config.num_workers)
+    first_epoch = completed_epochs(storage_path, name)
+    if first_epoch >= train_config.max_epochs:
         raise ValueError(
-            f"{pairs_root}/train: {train_rows} pairs are fewer than one batch per worker "
-            f"({train_config.batch_size} x {train_config.num_workers})"
+            f"run {name} already trained {first_epoch} epochs >= train.max_epochs {train_config.max_epochs}: raise "
+            "max_epochs to train on (the run name ignores max_epochs)"
         )
+    use_gpu = train_config.use_gpu and ray.cluster_resources().get("GPU", 0) > train_config.num_workers
+    stream = training_stream(plan, first_epoch, train_config.max_epochs, train_config.data_actors, use_gpu)
     cpus = max(1, (os.cpu_count() or 1) // train_config.num_workers)
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config={
             "model": to_dict(model_config),
             "train": to_dict(train_config),
+            "degrade": to_dict(degrade_config),
             "steps_per_epoch": steps_per_epoch,
+            "first_epoch": first_epoch,
             "threads_per_worker": cpus,
             "run_name": name,
             "tracking_uri": tracking_uri,
@@ -291,7 +360,7 @@ def fit(
             use_gpu=train_config.use_gpu,
             resources_per_worker=worker_resources(),
         ),
-        datasets={"train": train_dataset, "val": val_dataset},
+        datasets={"train": stream, "val": read_pairs(val_uri)},
         run_config=ray.train.RunConfig(
             name=name,
             storage_path=storage_path,

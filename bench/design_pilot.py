@@ -1,10 +1,10 @@
-"""Design pilot: train several model/objective attempts for the same number of steps on the pipeline's train
-pairs and score them side by side on the *validation* images under every blur family (held-out ones included).
+"""Design pilot: train several model/objective attempts for the same number of steps on the same fresh training
+pairs (the on-the-fly stream's recipe, made once in this process and shared by every attempt) and score them side
+by side on the materialised *validation* pairs, which hold every blur family of the zoo (held-out ones and
+``none`` included).
 
-The test split is never read. Validation pairs only hold the training families, so the held-out families are
-synthesised here from the validation pairs' sharp patches with :func:`bdirnet.degrade.degrade` (fixed seeds).
-Each attempt is one plain PyTorch loop (no Ray), bf16 autocast + channels_last, same seed, same batches, and is
-logged as an MLflow run tagged ``attempt=<name>`` in the ``bdirnet-design`` experiment.
+The test split is never read. Each attempt is one plain PyTorch loop (no Ray), bf16 autocast + channels_last, same
+seed, same batches, and is logged as an MLflow run tagged ``attempt=<name>`` in the ``bdirnet-design`` experiment.
 
 Run (after ``dvc repro pairs``): ``.venv/bin/python bench/design_pilot.py --steps 360 [--attempts a,b,...]``
 """
@@ -24,11 +24,13 @@ import torch
 
 from bdirnet import BDIRNet
 from bdirnet.config import ModelConfig, TrainConfig, load_params
-from bdirnet.degrade import FAMILIES, degrade
+from bdirnet.datasets import read_manifest
+from bdirnet.degrade import FAMILIES
 from bdirnet.engine import build_optimizer, train_step
 from bdirnet.images import decode_png
 from bdirnet.losses import TrainingModule
 from bdirnet.metrics import psnr
+from bdirnet.streaming import TrainPairMaker, make_plan, to_float
 
 # name -> (model overrides, loss overrides)
 ATTEMPTS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
@@ -47,24 +49,27 @@ ATTEMPTS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
 }
 
 
-def load_split(root: Path, split: str) -> tuple[torch.Tensor, torch.Tensor]:
-    rows = pq.read_table(root / split, columns=["pair_id", "sharp", "blurred"]).to_pylist()
+def load_val(root: Path, per_family: int) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """The val pairs by family: (sharp, blurred) float tensors, the first ``per_family`` by pair id."""
+    rows = pq.read_table(root / "val", columns=["pair_id", "family", "sharp", "blurred"]).to_pylist()
     rows.sort(key=lambda row: row["pair_id"])
-
-    def stack(column: str) -> torch.Tensor:
-        images = np.stack([decode_png(row[column]) for row in rows])
-        return torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255.0
-
-    return stack("sharp"), stack("blurred")
-
-
-def validation_set(sharp: torch.Tensor, noise_sigma_max: float) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-    """Every family applied to the validation patches, fixed seeds (not the pipeline's test split)."""
     out = {}
-    for index, family in enumerate(FAMILIES):
-        blurred, _ = degrade(sharp, family, seed=9000 + index, noise_sigma_max=noise_sigma_max)
-        out[family] = (sharp, blurred)
-    return out
+    for family in FAMILIES:
+        chosen = [row for row in rows if row["family"] == family][:per_family]
+        if chosen:
+            out[family] = tuple(
+                torch.from_numpy(np.stack([decode_png(row[c]) for row in chosen])).permute(0, 3, 1, 2).float() / 255.0
+                for c in ("sharp", "blurred")
+            )
+    return out  # type: ignore[return-value]
+
+
+def training_pairs(ingested: Path, patch: int, seed: int, steps: int, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``steps * batch`` fresh pairs of the stream's recipe (no pair repeats), uint8 (N, 3, P, P)."""
+    degrade_config = load_params("degrade", "params.yaml")
+    plan = make_plan(read_manifest(ingested), ingested, patch, seed, steps * batch, degrade_config)
+    made = TrainPairMaker(plan)({"id": np.arange(steps * batch)})
+    return torch.from_numpy(made["sharp"]), torch.from_numpy(made["blurred"])
 
 
 def score(model: BDIRNet, val: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> dict[str, dict[str, float]]:
@@ -72,7 +77,7 @@ def score(model: BDIRNet, val: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> 
     out = {}
     with torch.no_grad():
         for family, (sharp, blurred) in val.items():
-            restored = torch.cat([model(blurred[i : i + 16]) for i in range(0, len(blurred), 16)]).clamp(0, 1)
+            restored = torch.cat([model(blurred[i : i + 8]) for i in range(0, len(blurred), 8)])
             out[family] = {
                 "psnr": float(psnr(restored, sharp).mean()),
                 "blurred_psnr": float(psnr(blurred, sharp).mean()),
@@ -98,14 +103,11 @@ def run_attempt(
     module = TrainingModule(model, loss).to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     optimizer, scheduler = build_optimizer(module, train_config, steps)
     sharp_all, blurred_all = data
-    order = torch.randperm(len(sharp_all), generator=torch.Generator().manual_seed(base_train.seed))
     started = time.perf_counter()
     for step in range(steps):
-        index = order[(step * batch) % len(order) : (step * batch) % len(order) + batch]
-        if len(index) < batch:
-            index = order[:batch]
-        sharp = sharp_all[index].contiguous(memory_format=torch.channels_last)
-        blurred = blurred_all[index].contiguous(memory_format=torch.channels_last)
+        index = slice(step * batch, (step + 1) * batch)
+        sharp = to_float(sharp_all[index]).contiguous(memory_format=torch.channels_last)
+        blurred = to_float(blurred_all[index]).contiguous(memory_format=torch.channels_last)
         train_step(module, optimizer, blurred, sharp, step, bf16=True, grad_clip_norm=1.0)
         scheduler.step()
     seconds = time.perf_counter() - started
@@ -115,7 +117,11 @@ def run_attempt(
 
 def summarise(result: dict[str, Any], held_out: tuple[str, ...]) -> dict[str, float]:
     fams = result["families"]
-    groups = {"in_family": [f for f in fams if f not in held_out], "held_out": [f for f in fams if f in held_out]}
+    groups = {
+        "in_family": [f for f in fams if f not in held_out and f != "none"],
+        "held_out": [f for f in fams if f in held_out],
+        "no_blur": [f for f in fams if f == "none"],
+    }
     return {
         group: float(np.mean([fams[f]["psnr"] - fams[f]["blurred_psnr"] for f in members]))
         for group, members in groups.items()
@@ -141,7 +147,9 @@ def log_to_mlflow(result: dict[str, Any], gains: dict[str, float]) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--pairs", type=Path, default=Path("data/pairs"))
+    parser.add_argument("--pairs", type=Path, default=Path("data/pairs"), help="the val pairs")
+    parser.add_argument("--ingested", type=Path, default=Path("data/ingested"), help="the train photos")
+    parser.add_argument("--val-per-family", type=int, default=64)
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
     parser.add_argument("--steps", type=int, default=360)
     parser.add_argument("--batch", type=int, default=16)
@@ -155,11 +163,12 @@ def main() -> None:
         raise SystemExit(f"error: unknown attempts {unknown}; choose from {sorted(ATTEMPTS)}")
     base_model, base_train = load_params("model", args.params), load_params("train", args.params)
     degrade_config = load_params("degrade", args.params)
-    data = load_split(args.pairs, "train")
-    val_sharp, _ = load_split(args.pairs, "val")
-    val = validation_set(val_sharp, degrade_config.noise_sigma_max)
-    print(f"{len(data[0])} train pairs, {len(val_sharp)} val patches x {len(FAMILIES)} families")
-    print(f"{'attempt':<22} {'in-family':>9} {'held-out':>9} {'s':>6}  " + " ".join(f"{f:>10}" for f in FAMILIES))
+    patch = load_params("pairs", args.params).patch_px
+    data = training_pairs(args.ingested, patch, base_train.seed, args.steps, args.batch)
+    val = load_val(args.pairs, args.val_per_family)
+    print(f"{len(data[0])} fresh train pairs of {patch}², val: {', '.join(f'{f} {len(v[0])}' for f, v in val.items())}")
+    print(f"{'attempt':<22} {'in-family':>9} {'held-out':>9} {'no blur':>9} {'s':>6}  "
+          + " ".join(f"{f:>10}" for f in val))  # fmt: skip
     for name in names:
         result = run_attempt(name, base_model, base_train, data, val, args.steps, args.batch)
         gains = summarise(result, degrade_config.held_out_families)
@@ -170,7 +179,8 @@ def main() -> None:
         if not args.no_mlflow:
             log_to_mlflow(result, gains)
         per_family = " ".join(f"{v['psnr'] - v['blurred_psnr']:>+10.2f}" for v in result["families"].values())
-        print(f"{name:<22} {gains['in_family']:>+9.2f} {gains['held_out']:>+9.2f} {result['seconds']:>6.0f}  "
+        print(f"{name:<22} {gains['in_family']:>+9.2f} {gains['held_out']:>+9.2f} {gains.get('no_blur', 0):>+9.2f} "
+              f"{result['seconds']:>6.0f}  "
               f"{per_family}", flush=True)  # fmt: skip
 
 

@@ -1,24 +1,34 @@
-"""Pipeline throughput, measured side by side in one run:
+"""Pipeline throughput, measured side by side in one run (issue "Make Ray pay for itself"):
 
-1. the pairs stage (Ray Data, actor pool) with 1 vs 2 actors, and a plain in-process loop over the same plan;
-2. training samples/s through Ray Train (1 and 2 workers, DDP for 2) vs a plain PyTorch loop over the same
-   model, objective and decoded pairs in this process.
+1. Ray start-up: a stage that starts its own local Ray vs one that joins the study's head (``bdirnet with-ray``).
+2. The pairs stage: Ray Data (1 and 2 actors) vs a plain in-process loop over the same plan, both blurring,
+   PNG-encoding and writing Parquet, at one torch thread per actor / for the loop (per core).
+3. Training: Ray Train (1 worker; 2 DDP workers) on the on-the-fly stream (blur actors feeding the workers) vs a
+   plain loop that blurs the same pairs and steps the same model in this process, at the same total core count.
+4. Per-run overhead: a run's wall time that is not training steps (Ray Train start, validation, checkpoints,
+   MLflow), from the same Ray Train runs.
 
-Ray start-up is reported separately: on 2 cores it costs seconds, which small jobs never earn back.
-
-Run: ``.venv/bin/python bench/pipeline_throughput.py [--patches 64] [--steps 40]``
+Run: ``.venv/bin/python bench/pipeline_throughput.py [--crops 16] [--samples 1024] [--json FILE]``. The data are
+the bundled scikit-image photos: the pairs volume is every photo as a val/test photo with ``--crops`` 128 px crops
+under every family (printed); training runs ``--epochs`` epochs of ``--samples`` 96 px pairs.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
@@ -29,104 +39,182 @@ from bdirnet.engine import build_optimizer, train_step
 from bdirnet.losses import TrainingModule
 from bdirnet.pairs import BlurPairs, plan_crops, write_pairs
 from bdirnet.runtime import init_ray, shutdown_ray
-from bdirnet.training import decode_pairs
+from bdirnet.streaming import TrainPairMaker, make_plan, to_float
+
+JOIN = (
+    "import time; t = time.perf_counter(); from bdirnet.runtime import init_ray; init_ray(); "
+    "print(time.perf_counter() - t)"
+)
 
 
-def plain_pairs(rows: list[dict[str, object]], ingested: Path, degrade: DegradeConfig, batch: int) -> float:
+def ray_startup(workdir: Path) -> tuple[float, float]:
+    """Seconds for a fresh process to get a Ray session: starting its own local Ray, and joining a running head."""
+    env = os.environ | {"BDIRNET_RAY_TMP": str(workdir / "ray-own")}
+    env.pop("RAY_ADDRESS", None)
+    own = float(subprocess.run([sys.executable, "-c", JOIN], env=env, capture_output=True, text=True).stdout)
+    script = f"import subprocess, sys; subprocess.run([sys.executable, '-c', {JOIN!r}])"
+    joined = subprocess.run(
+        [sys.executable, "-m", "bdirnet.cli", "with-ray", "--", sys.executable, "-c", script],
+        env=os.environ | {"BDIRNET_RAY_TMP": str(workdir / "ray-head")},
+        capture_output=True,
+        text=True,
+    ).stdout
+    return own, float(joined.strip().splitlines()[-1])
+
+
+def plain_pairs(rows: list[dict[str, Any]], ingested: Path, degrade: DegradeConfig, batch: int, out: Path) -> float:
+    """The pairs stage's per-row work in this process: crop, blur, PNG, Parquet. Pairs/s."""
     blur = BlurPairs(str(ingested), degrade.noise_sigma_max, degrade.jpeg_quality_min)
+    out.mkdir(parents=True)
     start = time.perf_counter()
     for i in range(0, len(rows), batch):
         chunk = rows[i : i + batch]
-        blur({key: np.array([row[key] for row in chunk]) for key in chunk[0]})
+        done = blur({key: np.array([row[key] for row in chunk]) for key in chunk[0]})
+        pq.write_table(pa.table({k: list(v) for k, v in done.items()}), out / f"{i:06d}.parquet")
     return len(rows) / (time.perf_counter() - start)
 
 
-def plain_training(pairs_dir: Path, model_config: ModelConfig, train: TrainConfig, steps: int) -> float:
+def bench_pairs(workdir: Path, crops: int) -> dict[str, float]:
+    records = [dataclasses.replace(r, split="test") for r in read_manifest(workdir / "ingested")]
+    config = PairsConfig(test_crop_px=128, test_crops_per_image=crops, min_texture=0.0, batch_rows=32)
+    rows = plan_crops(records, "test", config)
+    degrade = DegradeConfig()
+    print(f"\n2. pairs stage: {len(rows)} pairs of 128² (15 photos x up to {crops} crops x every family)")
+    torch.set_num_threads(1)
+    plain = plain_pairs(rows, workdir / "ingested", degrade, config.batch_rows, workdir / "plain-pairs")
+    torch.set_num_threads(os.cpu_count() or 1)
+    rates = {}
+    for actors in (1, 2):
+        start = time.perf_counter()
+        counts = write_pairs(
+            records,
+            workdir / "ingested",
+            str(workdir / f"pairs{actors}"),
+            dataclasses.replace(config, num_actors=actors),
+            degrade,
+        )
+        rates[actors] = counts["test"] / (time.perf_counter() - start)
+    print(f"   plain loop, 1 thread     {plain:7.1f} pairs/s")
+    for actors, rate in rates.items():
+        print(f"   Ray Data, {actors} actor(s)     {rate:7.1f} pairs/s  ({rate / actors / plain:.2f}x plain per core)")
+    print(f"   2 actors vs 1: {rates[2] / rates[1]:.2f}x")
+    return {"pairs_ray_vs_plain": rates[1] / plain, "pairs_actor_scaling": rates[2] / rates[1]}
+
+
+def plain_training(workdir: Path, model_config: ModelConfig, train: TrainConfig, samples: int) -> float:
+    """Blur the stream's pairs and step the model in this process, at every core: samples/s."""
     torch.manual_seed(0)
-    table = pq.read_table(pairs_dir / "train", columns=["sharp", "blurred"])
-    decoded = decode_pairs({"sharp": table["sharp"].to_numpy(), "blurred": table["blurred"].to_numpy()})
+    torch.set_num_threads(os.cpu_count() or 1)
+    degrade = DegradeConfig()
+    plan = make_plan(read_manifest(workdir / "ingested"), workdir / "ingested", 96, 0, samples, degrade)
+    maker = TrainPairMaker(plan)
     module = TrainingModule(BDIRNet(model_config), train.loss).to(memory_format=torch.channels_last)
-    optimizer, _ = build_optimizer(module, train, total_steps=steps)
-    sharp_all, blurred_all = torch.from_numpy(decoded["sharp"]), torch.from_numpy(decoded["blurred"])
-    batch = train.batch_size
+    optimizer, _ = build_optimizer(module, train, total_steps=samples // train.batch_size)
+    maker({"id": np.arange(train.batch_size)})  # decode the photos once, as a warm actor has
     start = time.perf_counter()
-    for step in range(steps):
-        index = torch.arange(step * batch, (step + 1) * batch) % sharp_all.shape[0]
+    for step in range(samples // train.batch_size):
+        batch = maker({"id": np.arange(step * train.batch_size, (step + 1) * train.batch_size)})
         train_step(
             module,
             optimizer,
-            blurred_all[index].contiguous(memory_format=torch.channels_last),
-            sharp_all[index].contiguous(memory_format=torch.channels_last),
+            to_float(torch.from_numpy(batch["blurred"])).contiguous(memory_format=torch.channels_last),
+            to_float(torch.from_numpy(batch["sharp"])).contiguous(memory_format=torch.channels_last),
             step,
             bf16=train.bf16_autocast,
         )
-    return steps * batch / (time.perf_counter() - start)
+    return samples / (time.perf_counter() - start)
 
 
-def ray_training(pairs_dir: Path, model_config: ModelConfig, train: TrainConfig, workdir: Path) -> tuple[float, float]:
+def ray_training(workdir: Path, model_config: ModelConfig, train: TrainConfig) -> dict[str, float]:
+    """One Ray Train run on the stream: steady samples/s (per epoch, as logged) and the wall time of the run."""
+    from mlflow import MlflowClient
+
     from bdirnet import registry
     from bdirnet.training import fit
 
     uri = f"sqlite:///{workdir / 'mlflow.db'}"
     experiment = registry.ensure_experiment(uri, workdir / "mlartifacts")
-    run_id = registry.find_or_start_run(uri, experiment, f"bench-{train.num_workers}", {})
+    name = f"bench-{train.num_workers}"
+    run_id = registry.find_or_start_run(uri, experiment, name, {})
+    plan = make_plan(
+        read_manifest(workdir / "ingested"), workdir / "ingested", 96, 0, train.samples_per_epoch, DegradeConfig()
+    )
     started = time.perf_counter()
-    result = fit(str(pairs_dir), model_config, train, str(workdir / "ckpt"), f"bench-{train.num_workers}", uri, run_id)
+    fit(
+        plan,
+        str(workdir / "pairs2/val"),
+        model_config,
+        train,
+        DegradeConfig(),
+        str(workdir / "ckpt"),
+        name,
+        uri,
+        run_id,
+    )
     wall = time.perf_counter() - started
-    from mlflow import MlflowClient
-
-    samples_per_second = MlflowClient(uri).get_metric_history(run_id, "samples_per_second")[-1].value
-    del result
-    return samples_per_second, wall
+    rates = [m.value for m in MlflowClient(uri).get_metric_history(run_id, "samples_per_second")]
+    steady = float(np.mean(rates[1:] if len(rates) > 1 else rates))
+    steps_seconds = sum(train.samples_per_epoch / r for r in rates)
+    return {"samples_per_second": steady, "wall": wall, "overhead": wall - steps_seconds}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--patches", type=int, default=64, help="train patches per image")
+    parser.add_argument("--crops", type=int, default=16, help="128 px crops per photo for the pairs volume")
+    parser.add_argument("--samples", type=int, default=1024, help="training pairs per epoch")
+    parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--width", type=int, default=16)
+    parser.add_argument("--json", type=Path, default=None, help="also write the ratios as JSON")
     args = parser.parse_args()
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-    workdir = Path(tempfile.mkdtemp(prefix="bdr-bench-"))
+    workdir = Path(tempfile.mkdtemp(prefix="bdr-bench-", dir="/tmp"))
     try:
         bundle_skimage_photos(workdir / "raw")
-        ingest_folder(workdir / "raw", workdir / "ingested", IngestConfig())
-        records = read_manifest(workdir / "ingested")
-        degrade = DegradeConfig()
-        rows = plan_crops(records, "train", PairsConfig(train_patches_per_image=args.patches), degrade)
+        ingest_folder(workdir / "raw", workdir / "ingested", IngestConfig(min_test_photos=0, min_val_photos=0))
+        print(f"{os.cpu_count()} cores; torch {torch.__version__}")
+        own, joined = ray_startup(workdir)
+        print(f"1. Ray for a stage: start its own {own:.1f}s, join the study's head {joined:.1f}s")
 
-        print(f"1. pairs stage: {len(rows)} train pairs of 96² ({os.cpu_count()} cores)")
-        plain_rate = plain_pairs(rows, workdir / "ingested", degrade, 64)
-        start = time.perf_counter()
+        os.environ["BDIRNET_RAY_TMP"] = str(workdir / "ray")
         init_ray()
-        startup = time.perf_counter() - start
-        rates = {}
-        for actors in (1, 2):
-            config = PairsConfig(train_patches_per_image=args.patches, val_patches_per_image=2, test_crops_per_side=1,
-                                 num_actors=actors)  # fmt: skip
-            start = time.perf_counter()
-            counts = write_pairs(records, workdir / "ingested", str(workdir / f"pairs{actors}"), config, degrade)
-            rates[actors] = sum(counts.values()) / (time.perf_counter() - start)
-        print(f"   Ray start-up {startup:.1f}s")
-        print(f"   plain loop (no Ray)     {plain_rate:7.1f} pairs/s")
-        print(f"   Ray Data, 1 actor       {rates[1]:7.1f} pairs/s")
-        print(f"   Ray Data, 2 actors      {rates[2]:7.1f} pairs/s   2 vs 1 actor: {rates[2] / rates[1]:.2f}x, "
-              f"2 actors vs plain: {rates[2] / plain_rate:.2f}x")  # fmt: skip
+        ratios = bench_pairs(workdir, args.crops)
+        # Val pairs for the training runs (the skimage val split, 64 px crops under every family).
+        records = read_manifest(workdir / "ingested")
+        write_pairs(
+            records, workdir / "ingested", str(workdir / "pairs2"), PairsConfig(val_crop_px=64), DegradeConfig()
+        )
 
         model_config = ModelConfig(width_channels=args.width)
-        pairs_dir = workdir / "pairs2"
-        n_train = sum(pq.read_metadata(path).num_rows for path in (pairs_dir / "train").glob("*.parquet"))
-        print(f"\n2. training, width {args.width}, batch 8 per worker, full objective, bf16 + channels_last")
-        results = {}
+        total = args.samples * args.epochs
+        print(f"\n3. training: width {args.width}, batch 8 per worker, 96² pairs made on the fly, {args.epochs} "
+              f"epochs of {args.samples}")  # fmt: skip
+        runs = {}
         for workers in (1, 2):
-            train = TrainConfig(num_workers=workers, max_epochs=1, run_name=f"bench{workers}")
-            results[workers] = ray_training(pairs_dir, model_config, train, workdir)
+            train = TrainConfig(num_workers=workers, max_epochs=args.epochs, samples_per_epoch=args.samples,
+                                run_name=f"bench{workers}")  # fmt: skip
+            runs[workers] = ray_training(workdir, model_config, train)
         shutdown_ray()
-        steps = max(10, n_train // 8 // 4)
-        plain = plain_training(pairs_dir, model_config, TrainConfig(), steps)
-        print(f"   plain PyTorch loop       {plain:6.1f} samples/s")
-        for workers, (rate, wall) in results.items():
-            print(f"   Ray Train, {workers} worker(s)   {rate:6.1f} samples/s ({rate / plain:.2f}x plain), "
-                  f"wall {wall:.0f}s for one epoch of {n_train} pairs incl. start-up")  # fmt: skip
+        plain = plain_training(workdir, model_config, TrainConfig(), min(total, 512))
+        print(f"   plain loop (blur + step)  {plain:6.1f} samples/s")
+        for workers, run in runs.items():
+            print(f"   Ray Train, {workers} worker(s)    {run['samples_per_second']:6.1f} samples/s "
+                  f"({run['samples_per_second'] / plain:.2f}x plain)")  # fmt: skip
+        print("\n4. per-run overhead (wall time that is not training steps: Ray Train start, validation, checkpoints,")
+        print("   MLflow)")
+        for workers, run in runs.items():
+            print(f"   {workers} worker(s): {run['overhead']:.1f}s of {run['wall']:.1f}s")
+        best = max(runs.values(), key=lambda r: r["samples_per_second"])
+        ratios |= {
+            "train_ray_vs_plain": best["samples_per_second"] / plain,
+            "train_ray_1_worker_vs_plain": runs[1]["samples_per_second"] / plain,
+            "train_ray_2_workers_vs_plain": runs[2]["samples_per_second"] / plain,
+            "overhead_s_per_run": best["overhead"],
+            "ray_start_own_s": own,
+            "ray_join_head_s": joined,
+        }
+        print("\n" + json.dumps({k: round(v, 3) for k, v in ratios.items()}, indent=2))
+        if args.json:
+            args.json.write_text(json.dumps({k: round(v, 4) for k, v in ratios.items()}, indent=2) + "\n")
     finally:
         shutdown_ray()
         shutil.rmtree(workdir, ignore_errors=True)

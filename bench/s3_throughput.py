@@ -81,9 +81,9 @@ def main() -> None:
             print(f"   re-upload of the unchanged folder (skipped by size + ETag): {skip:.2f}s")
 
             bundle_skimage_photos(work / "raw")
-            ingest_folder(work / "raw", work / "ingested", IngestConfig())
+            ingest_folder(work / "raw", work / "ingested", IngestConfig(min_test_photos=0, min_val_photos=0))
             records = read_manifest(work / "ingested")
-            pairs = PairsConfig(train_patches_per_image=64, val_patches_per_image=4, test_crops_per_side=1)
+            pairs = PairsConfig(val_crop_px=128, test_crop_px=128, test_crops_per_image=4, min_texture=0.0)
             init_ray()
             try:
                 rates = {}

@@ -1,5 +1,6 @@
-"""Stage `train@<variant>-<seed>`: Ray Train TorchTrainer over the pair shards for one study run, tracked in one
-MLflow run (tags ``variant`` and ``seed``).
+"""Stage `train@<variant>-<seed>`: Ray Train TorchTrainer for one study run, tracked in one MLflow run (tags
+``variant`` and ``seed``). Training pairs are made on the fly from the ingested train photos (a fresh blur every
+epoch, :mod:`bdirnet.streaming`); validation uses the materialised val pairs.
 
 Writes ``--weights`` (``models/<variant>-s<seed>.pt``: the best checkpoint's state_dict, ModelConfig and run
 meta, see :mod:`bdirnet.weights`; a DVC output, so a clone without it reruns this stage) and ``--report``
@@ -15,9 +16,11 @@ from pathlib import Path
 from _common import parser, stage_main
 
 from bdirnet import registry
-from bdirnet.config import load_variant, to_dict
+from bdirnet.config import load_params, load_variant, to_dict
+from bdirnet.datasets import read_manifest
 from bdirnet.runtime import init_ray, portable_location, shutdown_ray, stage_location
 from bdirnet.storage_hash import folder_digest
+from bdirnet.streaming import make_plan
 from bdirnet.training import fit, load_checkpoint_model, run_name
 from bdirnet.weights import save_weights
 
@@ -44,7 +47,8 @@ def main() -> None:
     args = parser(__doc__)
     args.add_argument("--variant", default="bdirnet", help="a name in study.variants (overrides: variants.<name>)")
     args.add_argument("--seed", type=int, default=0, help="a seed in study.seeds")
-    args.add_argument("--pairs", type=Path, required=True, help="local pairs folder (default storage)")
+    args.add_argument("--ingested", type=Path, required=True, help="ingested dataset folder (the train photos)")
+    args.add_argument("--pairs", type=Path, required=True, help="local pairs folder (val pairs; default storage)")
     args.add_argument("--checkpoints", type=Path, default=Path("checkpoints"), help="default Ray storage_path")
     args.add_argument("--weights", type=Path, required=True, help="models/<variant>-s<seed>.pt (DVC output)")
     args.add_argument("--report", type=Path, required=True, help="reports/runs/<variant>-s<seed>/train.json")
@@ -53,9 +57,22 @@ def main() -> None:
     ns.report, ns.weights = ns.report.resolve(), ns.weights.resolve()
     repo_root = Path.cwd().resolve()
     model_config, train_config = load_variant(ns.params, ns.variant, ns.seed)
+    pairs_config, degrade_config = load_params("pairs", ns.params), load_params("degrade", ns.params)
+    records = read_manifest(ns.ingested)
+    plan = make_plan(
+        records,
+        ns.ingested,
+        pairs_config.patch_px,
+        train_config.seed,
+        train_config.samples_per_epoch,
+        degrade_config,
+    )
     pairs_root = stage_location(ns.pairs, "pairs")
     storage_path = stage_location(ns.checkpoints, "checkpoints")
-    data_hash = folder_digest(pairs_root)
+    # What the run learns from: the val pairs and the train photos with the stream's recipe.
+    stream_identity = {k: v for k, v in to_dict(plan).items() if k != "ingested_dir"}
+    stream_identity["photos"] = sorted(r.sha256 for r in records if r.split == "train")
+    data_hash = folder_digest(f"{pairs_root}/val", extra=json.dumps(stream_identity, sort_keys=True))
     name = run_name(train_config, model_config, data_hash)
     uri = registry.tracking_uri()
     experiment_id = registry.ensure_experiment(uri, artifact_root=Path("mlartifacts"))
@@ -72,7 +89,17 @@ def main() -> None:
     init_ray()
     try:
         try:
-            result = fit(pairs_root, model_config, train_config, storage_path, name, uri, run_id)
+            result = fit(
+                plan,
+                f"{pairs_root}/val",
+                model_config,
+                train_config,
+                degrade_config,
+                storage_path,
+                name,
+                uri,
+                run_id,
+            )
         except BaseException:
             registry.end_run(uri, run_id, status="FAILED")
             raise

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Iterator
 
 import numpy as np
@@ -32,6 +33,25 @@ def coffee() -> torch.Tensor:
 @pytest.fixture(autouse=True)
 def _seeded() -> None:
     torch.manual_seed(0)
+
+
+@pytest.fixture(scope="module")
+def ray_session() -> Iterator[None]:
+    """A local Ray (2 CPUs) for one test module, with its session files in a temp folder of its own."""
+    from bdirnet.runtime import init_ray, shutdown_ray
+
+    with tempfile.TemporaryDirectory(prefix="bdr-", dir="/tmp") as temp:
+        saved = os.environ.get("BDIRNET_RAY_TMP")
+        os.environ["BDIRNET_RAY_TMP"] = temp
+        init_ray(num_cpus=2)
+        try:
+            yield
+        finally:
+            shutdown_ray()
+            if saved is None:
+                os.environ.pop("BDIRNET_RAY_TMP", None)
+            else:
+                os.environ["BDIRNET_RAY_TMP"] = saved
 
 
 @pytest.fixture(scope="session")

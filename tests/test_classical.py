@@ -24,7 +24,10 @@ def test_wiener_oracle_runs_on_every_family(coffee: torch.Tensor, family: str) -
     sharp = coffee[..., 100:196, 200:296]
     blurred, params = degrade(sharp, family, seed=0, noise_sigma_max=0.0)
     restored = oracle_restore(blurred, params[0])
-    assert float(psnr(restored, sharp)) > float(psnr(blurred, sharp))
+    if family == "none":  # nothing to undo: the oracle's delta kernel keeps the image (blurred PSNR is infinite)
+        assert float(psnr(restored, sharp)) > 45.0
+    else:
+        assert float(psnr(restored, sharp)) > float(psnr(blurred, sharp))
 
 
 def test_wiener_rejects_bad_kernel() -> None:

@@ -19,7 +19,7 @@ def write(tmp_path: Path, data: object) -> Path:
 
 class TestLoadParams:
     def test_repo_params_load(self) -> None:
-        for section in ("model", "degrade", "train"):
+        for section in ("model", "degrade", "train", "ingest", "pairs"):
             load_params(section, REPO / "params.yaml")
 
     def test_round_trip(self, tmp_path: Path) -> None:
@@ -67,6 +67,7 @@ class TestLoadParams:
                             "held_out_families": [],
                             "noise_sigma_max": 0.0,
                             "jpeg_quality_min": 0,
+                            "none_share": 0.0,
                         }
                     },
                 ),
@@ -113,15 +114,15 @@ class TestLoadVariant:
 
     def test_bad_override_named(self, tmp_path: Path) -> None:
         data = self.params()
-        data["variants"]["no_said"] = {"model": {"sadi": False}}  # type: ignore[index]
-        with pytest.raises(ConfigError, match=r"variants.no_said over model: unknown key.*'sadi'"):
-            load_variant(write(tmp_path, data), "no_said", 0)
-        data["variants"]["no_said"] = {"optimizer": {}}  # type: ignore[index]
-        with pytest.raises(ConfigError, match=r"variants.no_said: unknown key.*'optimizer'"):
-            load_variant(write(tmp_path, data), "no_said", 0)
-        del data["variants"]["no_said"]  # type: ignore[attr-defined]
-        with pytest.raises(ConfigError, match=r"variants.no_said: missing"):
-            load_variant(write(tmp_path, data), "no_said", 0)
+        data["variants"]["transfer"] = {"model": {"sadi": False}}  # type: ignore[index]
+        with pytest.raises(ConfigError, match=r"variants.transfer over model: unknown key.*'sadi'"):
+            load_variant(write(tmp_path, data), "transfer", 0)
+        data["variants"]["transfer"] = {"optimizer": {}}  # type: ignore[index]
+        with pytest.raises(ConfigError, match=r"variants.transfer: unknown key.*'optimizer'"):
+            load_variant(write(tmp_path, data), "transfer", 0)
+        del data["variants"]["transfer"]  # type: ignore[attr-defined]
+        with pytest.raises(ConfigError, match=r"variants.transfer: missing"):
+            load_variant(write(tmp_path, data), "transfer", 0)
 
     def test_study_section_checked(self, tmp_path: Path) -> None:
         data = self.params()
@@ -134,7 +135,8 @@ def test_quick_overrides_become_dvc_set_params(tmp_path: Path) -> None:
     from bdirnet.config import set_param_arguments
 
     assert set_param_arguments(REPO / "params.quick.yaml") == [
-        "-S", "study.seeds=[0]", "-S", "pairs.train_patches_per_image=128", "-S", "train.max_epochs=2",
+        "-S", 'study.variants=["bdirnet","transfer_residual"]', "-S", "study.seeds=[0]",
+        "-S", "train.max_epochs=2",
     ]  # fmt: skip
     path = write(tmp_path, {"model": {"said": False}, "degrade": {"train_families": ["motion", "gaussian"]}})
     assert set_param_arguments(path) == ["-S", 'degrade.train_families=["motion","gaussian"]', "-S", "model.said=false"]
@@ -164,13 +166,18 @@ def test_dataclass_defaults_are_the_params_yaml_values() -> None:
         ("loss", {"charbonnier_eps": 0.0}, "charbonnier_eps must be > 0"),
         ("ingest", {"min_side_px": -5}, "min_side_px must be >= 16"),
         ("ingest", {"dataset": ".."}, "must be a folder name under data/raw/"),
+        ("ingest", {"min_val_photos": -1}, "min_val_photos must be >= 0"),
+        ("pairs", {"test_crop_px": 48}, "test_crop_px must be a multiple of 32"),
+        ("pairs", {"val_crops_per_image": 0}, "crops per image must be >= 1"),
+        ("pairs", {"min_texture": 1.5}, r"min_texture must be in \[0, 1\]"),
         ("degrade", {"train_families": ()}, "train_families must name at least one family"),
     ],
 )
 def test_values_out_of_range_are_refused(section: str, values: dict[str, object], message: str) -> None:
-    from bdirnet.config import DegradeConfig, IngestConfig
+    from bdirnet.config import DegradeConfig, IngestConfig, PairsConfig
 
-    cls = {"train": TrainConfig, "loss": LossConfig, "ingest": IngestConfig, "degrade": DegradeConfig}[section]
+    cls = {"train": TrainConfig, "loss": LossConfig, "ingest": IngestConfig, "degrade": DegradeConfig,
+           "pairs": PairsConfig}[section]  # fmt: skip
     with pytest.raises(ConfigError, match=message):
         cls(**values)
 

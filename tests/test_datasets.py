@@ -13,9 +13,18 @@ import pytest
 from PIL import Image
 
 from bdirnet.config import IngestConfig
-from bdirnet.datasets import BUNDLED_PHOTOS, bundle_skimage_photos, ingest_folder, load_rgb8, read_manifest, split_of
+from bdirnet.datasets import (
+    BUNDLED_PHOTOS,
+    assign_splits,
+    bundle_skimage_photos,
+    ingest_folder,
+    load_rgb8,
+    read_manifest,
+)
+from bdirnet.texture import group_near_duplicates, perceptual_hashes
 
-RULES = IngestConfig(min_side_px=64, max_pixels=2_000_000)
+RULES = IngestConfig(min_side_px=64, max_pixels=2_000_000, min_test_photos=0, min_val_photos=0)
+BUNDLED_RULES = IngestConfig(min_test_photos=4, min_val_photos=2)
 
 
 def photo_array(size: tuple[int, int] = (96, 128)) -> np.ndarray:
@@ -83,9 +92,28 @@ class TestIngest:
     def test_manifest_and_split(self, messy_folder: Path, tmp_path: Path) -> None:
         ingest_folder(messy_folder, tmp_path / "out", RULES)
         records = read_manifest(tmp_path / "out")
-        assert all(r.split == split_of(r.name, RULES) for r in records)
+        assert all(len(r.phash) == 8 and all(len(h) == 16 for h in r.phash) and r.texture for r in records)
+        groups = group_near_duplicates({r.name: [int(h, 16) for h in r.phash] for r in records})
+        assert all(r.group == groups[r.name] for r in records)
+        eligible = {r.name: min(r.width, r.height) >= RULES.eval_min_side_px for r in records}
+        assert all(r.split == assign_splits(groups, RULES, eligible)[r.name] for r in records)
+        # Every good file is the same astronaut crop, stored six ways (one group, one split) or turned upright by
+        # its EXIF orientation (a rotated view, which the hash does not match).
+        upright = sorted(r.name for r in records if r.name != "exif.jpg")
+        assert {r.group for r in records} == {"alpha.png", "exif.jpg"}
+        assert len({r.split for r in records if r.name != "exif.jpg"}) == 1
         manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
         assert sum(manifest["counts"].values()) == len(records) == 7
+        assert manifest["near_duplicate_groups"] == {"alpha.png": upright}
+
+    def test_old_manifest_without_hashes_still_reads(self, messy_folder: Path, tmp_path: Path) -> None:
+        ingest_folder(messy_folder, tmp_path / "out", RULES)
+        path = tmp_path / "out" / "manifest.json"
+        manifest = json.loads(path.read_text())
+        for item in manifest["images"]:
+            del item["phash"], item["group"], item["texture"]
+        path.write_text(json.dumps(manifest))
+        assert {r.group for r in read_manifest(tmp_path / "out")} == {""}
 
     def test_missing_folder_named(self, tmp_path: Path) -> None:
         with pytest.raises(FileNotFoundError, match=r"nope: raw dataset folder not found"):
@@ -103,14 +131,99 @@ class TestIngest:
 def test_bundled_photos_split_is_stable(tmp_path: Path) -> None:
     copied = bundle_skimage_photos(tmp_path / "skimage")
     assert len(copied) == len(BUNDLED_PHOTOS)
-    report = ingest_folder(tmp_path / "skimage", tmp_path / "out", IngestConfig())
+    report = ingest_folder(tmp_path / "skimage", tmp_path / "out", BUNDLED_RULES)
     assert report.quarantined == {}
     assert report.counts() == {"train": 9, "val": 2, "test": 4}
-    # Adding a photo never moves the others between splits.
-    shutil.copy(copied[0], tmp_path / "skimage" / "extra.png")
-    again = ingest_folder(tmp_path / "skimage", tmp_path / "out2", IngestConfig())
-    before = {r.name: r.split for r in report.images}
-    assert all(before[r.name] == r.split for r in again.images if r.name in before)
+    splits = {r.name: r.split for r in report.images}
+    assert sorted(n for n, s in splits.items() if s == "test") == [
+        "chelsea.png", "motorcycle_left.png", "motorcycle_right.png", "rocket.jpg"]  # fmt: skip
+    assert sorted(n for n, s in splits.items() if s == "val") == ["astronaut.png", "camera.png"]
+    # The stereo pair is one group (found by the hash, not by name); every other photo is its own.
+    groups = {r.name: r.group for r in report.images}
+    assert {n: g for n, g in groups.items() if g != n} == {"motorcycle_right.png": "motorcycle_left.png"}
+    # A copy of a photo joins its group and split; the other photos stay where they were.
+    shutil.copy(tmp_path / "skimage" / "astronaut.png", tmp_path / "skimage" / "extra.png")
+    again = {r.name: r for r in ingest_folder(tmp_path / "skimage", tmp_path / "out2", BUNDLED_RULES).images}
+    assert again["extra.png"].group == "astronaut.png" and again["extra.png"].split == splits["astronaut.png"]
+    assert all(again[name].split == split for name, split in splits.items())
+
+
+def dead_leaves(seed: int, side: int = 96) -> np.ndarray:
+    """A procedural photo-like image: random occluding discs, many small, few large (Achddou et al., 2021)."""
+    rng = np.random.default_rng(seed)
+    image = np.zeros((side, side, 3))
+    yy, xx = np.mgrid[:side, :side]
+    for _ in range(120):
+        radius = side * 0.5 * rng.random() ** 2 + 2
+        cy, cx = rng.random(2) * side
+        image[(yy - cy) ** 2 + (xx - cx) ** 2 <= radius * radius] = rng.random(3)
+    return (image * 255).astype(np.uint8)
+
+
+@pytest.fixture(scope="module")
+def synthetic_hashes() -> dict[str, list[int]]:
+    return {f"leaves{seed:03d}.png": perceptual_hashes(dead_leaves(seed)) for seed in range(201)}
+
+
+class TestSplitByScene:
+    def test_percentages_hit_on_200_distinct_images(self, synthetic_hashes: dict[str, list[int]]) -> None:
+        hashes = dict(sorted(synthetic_hashes.items())[:200])
+        groups = group_near_duplicates(hashes)
+        assert len(set(groups.values())) >= 196  # distinct scenes are (nearly) never grouped
+        for salt in ("37:", "1:", "x"):
+            splits = assign_splits(groups, IngestConfig(split_salt=salt))
+            counts = {s: sum(v == s for v in splits.values()) for s in ("train", "val", "test")}
+            assert abs(counts["test"] - 50) <= 1 and abs(counts["val"] - 30) <= 1, (salt, counts)
+            assert splits == assign_splits(dict(reversed(groups.items())), IngestConfig(split_salt=salt))
+
+    def test_photos_too_small_for_a_crop_go_to_train(self, synthetic_hashes: dict[str, list[int]]) -> None:
+        """A group none of whose photos can hold a val/test crop is not measurable: train; the quotas fill from
+        the others."""
+        groups = group_near_duplicates(dict(sorted(synthetic_hashes.items())[:200]))
+        eligible = {name: index % 2 == 0 for index, name in enumerate(sorted(groups))}
+        splits = assign_splits(groups, IngestConfig(), eligible)
+        measurable = {groups[name] for name, ok in eligible.items() if ok}
+        assert all(splits[name] == "train" for name in groups if groups[name] not in measurable)
+        assert sum(not ok and splits[name] != "train" for name, ok in eligible.items()) <= 4  # only via a group
+        counts = {s: sum(v == s for v in splits.values()) for s in ("val", "test")}
+        assert abs(counts["test"] - 50) <= 1 and abs(counts["val"] - 30) <= 1, counts
+
+    def test_adding_a_photo_moves_few_others(self, synthetic_hashes: dict[str, list[int]]) -> None:
+        full = group_near_duplicates(synthetic_hashes)
+        fewer = {name: group for name, group in full.items() if name != "leaves200.png"}
+        before, after = assign_splits(fewer, IngestConfig()), assign_splits(full, IngestConfig())
+        assert sum(before[name] != after[name] for name in before) <= 2
+
+    def test_near_duplicates_land_in_one_split_and_no_group_in_two(self, tmp_path: Path) -> None:
+        from tests.test_texture import near_duplicates
+
+        raw = tmp_path / "raw"
+        raw.mkdir()
+        bundle_skimage_photos(raw)
+        for source in ("coffee.png", "rocket.jpg"):
+            original = np.asarray(Image.open(raw / source).convert("RGB"))
+            for kind, copy in near_duplicates(original).items():
+                Image.fromarray(copy).save(raw / f"{source[:-4]}_{kind}.png")
+        report = ingest_folder(raw, tmp_path / "out", RULES)
+        by_name = {r.name: r for r in report.images}
+        for source in ("coffee.png", "rocket.jpg"):
+            family = [r for r in report.images if r.name.startswith(source[:-4])]
+            assert len(family) == 6 and {r.group for r in family} == {source}, [(r.name, r.group) for r in family]
+            assert len({r.split for r in family}) == 1
+        assert by_name["coffee.png"].group != by_name["rocket.jpg"].group
+        split_of_group: dict[str, set[str]] = {}
+        for record in report.images:
+            split_of_group.setdefault(record.group, set()).add(record.split)
+        assert all(len(splits) == 1 for splits in split_of_group.values())
+        assert len(split_of_group) == len(BUNDLED_PHOTOS) - 1  # the sources' copies added no group
+
+    def test_too_few_test_or_val_photos_is_a_clear_error(self, tmp_path: Path) -> None:
+        bundle_skimage_photos(tmp_path / "skimage")
+        with pytest.raises(ValueError, match=r"skimage: the test split has 4 photos .*ingest.min_test_photos = 60"):
+            ingest_folder(tmp_path / "skimage", tmp_path / "out", IngestConfig())
+        assert (tmp_path / "out" / "manifest.json").is_file()  # written first, to look at the split
+        with pytest.raises(ValueError, match=r"the val split has 2 photos .*lower ingest.min_val_photos"):
+            ingest_folder(tmp_path / "skimage", tmp_path / "out", IngestConfig(min_test_photos=4, min_val_photos=3))
 
 
 def test_exif_rotation_gives_the_known_upright_pixels(tmp_path: Path) -> None:

@@ -34,7 +34,8 @@ def ran_stages(output: str) -> set[str]:
 
 
 def dvc_status(workdir: Path, env: dict[str, str]) -> dict[str, Any]:
-    return dict(json.loads(run(["dvc", "status", "--json"], workdir, env).stdout or "{}"))
+    """The status of the study (the `robustness` stage and what it needs; the photo fetch is not, on skimage)."""
+    return dict(json.loads(run(["dvc", "status", "--json", "--with-deps", "robustness"], workdir, env).stdout or "{}"))
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +46,7 @@ def study(tmp_path_factory: pytest.TempPathFactory, ray_tmp: str) -> dict[str, A
     first = run(["bash", "scripts/study.sh"], workdir, env, timeout=2400)
     robustness = json.loads((workdir / "reports/robustness.json").read_text())
     registered = {v: json.loads((workdir / f"reports/runs/{v}-s0/registered.json").read_text()) for v in VARIANTS}
-    again = run(["dvc", "repro"], workdir, env)
+    again = run(["dvc", "repro", "robustness"], workdir, env)
     status = dvc_status(workdir, env)
     # Share the finished study: a DVC remote both clones reach, the lock and reports in git.
     run(["dvc", "remote", "add", "-d", "shared", str(root / "shared-dvc-remote")], workdir, env)
@@ -56,7 +57,7 @@ def study(tmp_path_factory: pytest.TempPathFactory, ray_tmp: str) -> dict[str, A
     second = clone_project(workdir, root / "second")
     second_env = clone_env(second, ray_tmp)
     status_before_pull = dvc_status(second, second_env)
-    run(["dvc", "pull"], second, second_env)
+    run(["dvc", "pull", "--with-deps", "robustness"], second, second_env)
     pulled = run(["bash", "scripts/study.sh"], second, second_env, timeout=1200)
     # Train one run more: `dvc exp run -S` reruns its train (resuming from the checkpoint), register, evaluate.
     exp = run(["dvc", "exp", "run", "-S", "train.max_epochs=3", "evaluate@bdirnet-0"], workdir, env, timeout=900)
@@ -69,12 +70,14 @@ def study(tmp_path_factory: pytest.TempPathFactory, ray_tmp: str) -> dict[str, A
 def test_report_has_every_variant_by_family_cell(study: dict[str, Any]) -> None:
     report = study["robustness"]
     assert list(report["variants"]) == VARIANTS + CLASSICAL
+    n_test_crops = report["variants"]["blurred"]["families"]["gaussian"]["n"]
+    assert n_test_crops >= 8, "4 textured test photos give up to 3 crops each"
     held_out = TINY_PARAMS["degrade"]["held_out_families"]
     for name, row in report["variants"].items():
         assert set(row["families"]) == set(FAMILIES), name
         for family, cell in row["families"].items():
             assert cell["held_out"] is (family in held_out)
-            assert cell["n"] == 3 * 4  # 3 test photos x a 2x2 grid of crops
+            assert cell["n"] == n_test_crops  # every family on the same textured crops
             for key in ("psnr", "psnr_std", "ssim"):
                 assert isinstance(cell[key], float) and cell[key] == cell[key], (name, family, key)
         assert row["seeds"] == ([0] if name in VARIANTS else [])
@@ -110,9 +113,8 @@ def test_transfer_variants_are_registered_with_the_switches_off(study: dict[str,
     full = registry.version_params(study["uri"], study["registered"]["bdirnet"]["version"])
     assert full["model.said"] == "True" and full["model.sair"] == "True" and full["model.global_residual"] == "False"
     assert float(full["train.loss.latent_weight"]) > 0
-    assert registry.version_params(study["uri"], study["registered"]["no_said"]["version"])["model.said"] == "False"
-    assert float(registry.version_params(study["uri"], study["registered"]["no_latent"]["version"])[
-        "train.loss.latent_weight"]) == 0.0  # fmt: skip
+    if "no_said" in VARIANTS:  # the full study's ablations
+        assert registry.version_params(study["uri"], study["registered"]["no_said"]["version"])["model.said"] == "False"
 
 
 def test_first_study_promotes_the_bdirnet_run(study: dict[str, Any]) -> None:
@@ -224,4 +226,6 @@ def test_exp_run_resumes_training_and_the_model_learns(study: dict[str, Any]) ->
     assert state["scheduler"]["last_epoch"] == steps
     evaluated = json.loads((workdir / "reports/runs/bdirnet-s0/eval.json").read_text())
     assert evaluated["model"]["version"] == str(len(VARIANTS) + 1)
-    assert evaluated["in_family"]["psnr"] > evaluated["in_family"]["blurred_psnr"], evaluated["in_family"]
+    # An identity-initialised model scores exactly 0 dB: a real margin proves learning.
+    gain = evaluated["in_family"]["psnr"] - evaluated["in_family"]["blurred_psnr"]
+    assert gain >= 1.0, f"in-family gain after 3 epochs is only {gain:+.2f} dB: {evaluated['in_family']}"

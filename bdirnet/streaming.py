@@ -1,0 +1,212 @@
+"""Training pairs on the fly: Ray Data streams freshly blurred crops of the train photos into Ray Train.
+
+A fixed set of materialised pairs overfits (reports/history.md: 10 epochs over 2,304 fixed pairs made the foils
+worse on val). Here every training pair is drawn anew from its row identity ``(train.seed, epoch, index)``: which
+train photo, where the ``pairs.patch_px`` crop sits, which family (``none`` with ``degrade.none_share``, else one
+of ``degrade.train_families``) and the blur seed. No epoch repeats a pair, and everything stays reproducible from
+seeds: :func:`draw_row` rebuilds any pair's recipe without running the stream.
+
+The stream is one Ray dataset over all remaining epochs (``ray.data.range``), mapped by :class:`TrainPairMaker`
+actors that keep the decoded photos and blur whole batches with the zoo on their device. Rows come out as uint8
+``(N, 3, P, P)`` arrays (``sharp``, ``blurred``: the same 8-bit quantisation as the materialised val/test pairs,
+a quarter of float32's object-store traffic); the worker turns them into floats. Each Ray Train worker takes
+``samples_per_epoch / num_workers`` rows per epoch from its split of the stream. A resumed run starts the stream at
+its first unfinished epoch, so it sees the pairs it would have seen.
+
+The driver reads the train photos' ingested PNG bytes once and puts them in Ray's object store
+(:func:`photo_store`); the actors take them from there, so on a cluster no node but the driver's needs the
+ingested folder.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from bdirnet.config import DegradeConfig
+from bdirnet.datasets import ImageRecord
+from bdirnet.degrade import apply_degradation, sample_params
+from bdirnet.images import decode_png, to_tensor, to_uint8
+
+# Decoded photos an actor keeps (an LRU would evict at random under uniform sampling; bounded for huge sets).
+MAX_CACHED_PHOTOS = 4096
+ROWS_PER_BLOCK = 256
+
+
+@dataclass(frozen=True)
+class StreamPlan:
+    """Everything that defines the training stream, picklable for the actors."""
+
+    ingested_dir: str
+    files: tuple[str, ...]  # train photos (ingested PNGs), sorted by name
+    sizes: tuple[tuple[int, int], ...]  # (height, width) of each
+    patch_px: int
+    seed: int  # train.seed
+    samples_per_epoch: int
+    train_families: tuple[str, ...]
+    none_share: float
+    noise_sigma_max: float
+    jpeg_quality_min: int
+
+
+@dataclass(frozen=True)
+class RowRecipe:
+    """One training pair's recipe: photo, crop and degradation draw."""
+
+    epoch: int
+    index: int
+    file: str
+    top: int
+    left: int
+    family: str
+    blur_seed: int
+
+
+def make_plan(
+    records: list[ImageRecord],
+    ingested_dir: Path,
+    patch_px: int,
+    seed: int,
+    samples_per_epoch: int,
+    degrade: DegradeConfig,
+) -> StreamPlan:
+    """The stream's plan over the train photos that can hold a ``patch_px`` crop."""
+    train = sorted((r for r in records if r.split == "train"), key=lambda r: r.name)
+    usable = [r for r in train if min(r.height, r.width) >= patch_px]
+    if not usable:
+        raise ValueError(
+            f"{ingested_dir}/manifest.json: no train photo is at least {patch_px} px on its short side "
+            f"({len(train)} train photos; lower pairs.patch_px)"
+        )
+    return StreamPlan(
+        ingested_dir=str(ingested_dir.resolve()),
+        files=tuple(r.file for r in usable),
+        sizes=tuple((r.height, r.width) for r in usable),
+        patch_px=patch_px,
+        seed=seed,
+        samples_per_epoch=samples_per_epoch,
+        train_families=tuple(degrade.train_families),
+        none_share=degrade.none_share,
+        noise_sigma_max=degrade.noise_sigma_max,
+        jpeg_quality_min=degrade.jpeg_quality_min,
+    )
+
+
+def draw_row(plan: StreamPlan, row: int) -> RowRecipe:
+    """The recipe of stream row ``row`` (``epoch = row // samples_per_epoch``): a pure function of the plan."""
+    epoch, index = divmod(int(row), plan.samples_per_epoch)
+    rng = np.random.default_rng([plan.seed, epoch, index, zlib.crc32(b"train-stream")])
+    photo = int(rng.integers(len(plan.files)))
+    height, width = plan.sizes[photo]
+    top = int(rng.integers(0, height - plan.patch_px + 1))
+    left = int(rng.integers(0, width - plan.patch_px + 1))
+    if rng.random() < plan.none_share:
+        family = "none"
+    else:
+        family = plan.train_families[int(rng.integers(len(plan.train_families)))]
+    return RowRecipe(epoch, index, plan.files[photo], top, left, family, int(rng.integers(2**31 - 1)))
+
+
+class TrainPairMaker:
+    """Ray Data actor: stream rows (``id``) -> uint8 ``sharp`` and ``blurred`` crops, blurred on its device."""
+
+    def __init__(self, plan: StreamPlan, encoded: Mapping[str, bytes] | Any = None) -> None:
+        """``encoded``: the photos' PNG bytes by file, or the object ref of :func:`photo_store`; None: read them
+        from ``ingested_dir``."""
+        self.plan = plan
+        self.root = Path(plan.ingested_dir)
+        if encoded is not None and not isinstance(encoded, Mapping):  # an object ref: Ray Data passes it as is
+            import ray
+
+            encoded = ray.get(encoded)
+        self.encoded = encoded
+        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        self.photos: dict[str, np.ndarray] = {}
+
+    def photo(self, file: str) -> np.ndarray:
+        if file not in self.photos:
+            if len(self.photos) >= MAX_CACHED_PHOTOS:
+                self.photos.pop(next(iter(self.photos)))
+            if self.encoded is not None:
+                self.photos[file] = decode_png(self.encoded[file])
+            else:
+                try:
+                    self.photos[file] = decode_png((self.root / file).read_bytes())
+                except OSError as error:
+                    raise FileNotFoundError(
+                        f"{self.root / file}: cannot read an ingested train photo ({error})"
+                    ) from None
+        return self.photos[file]
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        recipes = [draw_row(self.plan, int(row)) for row in batch["id"]]
+        size = self.plan.patch_px
+        crops = np.stack([self.photo(r.file)[r.top : r.top + size, r.left : r.left + size] for r in recipes])
+        params = [
+            sample_params(
+                r.family,
+                1,
+                r.blur_seed,
+                noise_sigma_max=self.plan.noise_sigma_max,
+                jpeg_quality_min=self.plan.jpeg_quality_min,
+            )[0]
+            for r in recipes
+        ]
+        with torch.no_grad():
+            blurred = to_uint8(apply_degradation(to_tensor(crops).to(self.device), params))
+        return {
+            "sharp": np.ascontiguousarray(crops.transpose(0, 3, 1, 2)),
+            "blurred": np.ascontiguousarray(blurred.transpose(0, 3, 1, 2)),
+        }
+
+
+def photo_store(plan: StreamPlan) -> Any:
+    """The train photos' PNG bytes in Ray's object store (one ``ray.put`` by the driver), for the actors."""
+    import ray
+
+    encoded = {}
+    for file in plan.files:
+        path = Path(plan.ingested_dir) / file
+        try:
+            encoded[file] = path.read_bytes()
+        except OSError as error:
+            raise FileNotFoundError(f"{path}: cannot read an ingested train photo ({error})") from None
+    return ray.put(encoded)
+
+
+def training_stream(
+    plan: StreamPlan, first_epoch: int, last_epoch: int, actors: int, use_gpu: bool, photos: Any = None
+) -> Any:
+    """The Ray dataset of the rows of epochs ``first_epoch .. last_epoch - 1`` (Ray must be initialised).
+
+    ``photos``: the object ref of :func:`photo_store` (made here when None)."""
+    import pyarrow as pa
+    import ray
+
+    start, stop = first_epoch * plan.samples_per_epoch, last_epoch * plan.samples_per_epoch
+    if stop <= start:
+        raise ValueError(f"training stream: no epochs left ({first_epoch}..{last_epoch})")
+    # Row ids as in-memory blocks of 256: no read tasks that would wait for a CPU the actors and workers hold.
+    ids = np.arange(start, stop, dtype=np.int64)
+    per_block = max(1, min(ROWS_PER_BLOCK, -(-len(ids) // (2 * actors))))  # every actor gets blocks
+    dataset = ray.data.from_arrow([pa.table({"id": ids[i : i + per_block]}) for i in range(0, len(ids), per_block)])
+    return dataset.map_batches(
+        TrainPairMaker,
+        fn_constructor_kwargs={"plan": plan, "encoded": photos if photos is not None else photo_store(plan)},
+        batch_size=64,
+        batch_format="numpy",
+        compute=ray.data.ActorPoolStrategy(size=actors),
+        num_gpus=1 if use_gpu else 0,
+        num_cpus=0 if use_gpu else 1,
+    )
+
+
+def to_float(batch: torch.Tensor) -> torch.Tensor:
+    """uint8 ``(N, 3, H, W)`` from the stream -> float32 in [0, 1] on the same device."""
+    return batch.float().div_(255.0)
