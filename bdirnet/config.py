@@ -148,7 +148,7 @@ class TrainConfig:
     run_name: str = "bdirnet"
     seed: int = 0
     num_workers: int = 2
-    samples_per_epoch: int = 2048
+    samples_per_epoch: int = 4096
     data_actors: int = 1
     use_gpu: bool = False
     batch_size: int = 8
@@ -226,9 +226,9 @@ class PairsConfig:
     seed: int = 0
     patch_px: int = 96
     val_crop_px: int = 256
-    val_crops_per_image: int = 2
+    val_crops_per_image: int = 1
     test_crop_px: int = 256
-    test_crops_per_image: int = 3
+    test_crops_per_image: int = 2
     min_texture: float = 0.5
     batch_rows: int = 64
     num_actors: int = 2

@@ -84,6 +84,10 @@ def _draw_none(rng: np.random.Generator) -> Params:
     return {}
 
 
+NONE_NOISE_MIN = 0.003
+"""The ``none`` family's smallest sensor-noise sigma (0.77 grey levels; about 50 dB): below about 0.002 the 8-bit
+rounding gives back the sharp crop itself, whose PSNR is infinite and would make every mean infinite."""
+
 MIXTURE_COMPONENTS: tuple[str, ...] = ("motion", "gaussian", "shake", "defocus")
 """The families a ``nonuniform`` record blends, fixed (a new uniform family must not change its draws)."""
 
@@ -113,7 +117,8 @@ def sample_params(
         family: one of :data:`FAMILIES`.
         num_samples: batch size N.
         seed: the study seed; the stream is ``default_rng([seed, crc32(family)])``.
-        noise_sigma_max: sensor noise sigma is uniform in ``[0, noise_sigma_max]``.
+        noise_sigma_max: sensor noise sigma is uniform in ``[0, noise_sigma_max]`` (``none``: in
+            ``[NONE_NOISE_MIN, max(noise_sigma_max, NONE_NOISE_MIN)]``).
         jpeg_quality_min: 0 for no JPEG, else quality uniform in ``[jpeg_quality_min, 95]``.
 
     Returns:
@@ -126,7 +131,10 @@ def sample_params(
     params = []
     for _ in range(num_samples):
         record: Params = {"family": family, **draw(rng)}
-        record["noise_sigma"] = float(rng.uniform(0.0, noise_sigma_max)) if noise_sigma_max > 0 else 0.0
+        if family == "none":  # never a bit-exact copy (whose PSNR is infinite): noise from NONE_NOISE_MIN up
+            record["noise_sigma"] = float(rng.uniform(NONE_NOISE_MIN, max(noise_sigma_max, NONE_NOISE_MIN)))
+        else:
+            record["noise_sigma"] = float(rng.uniform(0.0, noise_sigma_max)) if noise_sigma_max > 0 else 0.0
         record["noise_seed"] = int(rng.integers(2**31))
         record["jpeg_quality"] = int(rng.integers(jpeg_quality_min, 96)) if jpeg_quality_min > 0 else None
         params.append(record)

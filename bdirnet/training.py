@@ -164,17 +164,28 @@ def val_metrics(sums: ValSums, degrade: DegradeConfig) -> dict[str, float]:
     return metrics
 
 
-def validate_epoch(network: torch.nn.Module, device: torch.device) -> tuple[ValSums, np.ndarray | None]:
-    """Per-family PSNR sums over this worker's shard of the val pairs, and a blurred | restored | sharp grid."""
+def val_batches(device: torch.device) -> list[dict[str, torch.Tensor]]:
+    """This worker's shard of the val pairs, decoded once and kept: every epoch scores the same pairs, so reading
+    and decoding the shards again each epoch would only cost time."""
     import ray.train
 
+    return list(ray.train.get_dataset_shard("val").iter_torch_batches(batch_size=16, device=device))
+
+
+def validate_epoch(
+    network: torch.nn.Module, batches: list[dict[str, torch.Tensor]], bf16: bool
+) -> tuple[ValSums, np.ndarray | None]:
+    """Per-family PSNR sums over this worker's val pairs (the network under bf16 autocast when training uses it,
+    PSNR in float32), and a blurred | restored | sharp grid."""
     network.eval()
     n = len(FAMILIES)
     sums = ValSums(np.zeros(n), np.zeros(n), np.zeros(n))
     grid = None
     with torch.no_grad():
-        for batch in ray.train.get_dataset_shard("val").iter_torch_batches(batch_size=16, device=device):
-            restored = network(batch["blurred"])
+        for batch in batches:
+            device_type = batch["blurred"].device.type
+            with torch.autocast(device_type, dtype=torch.bfloat16, enabled=bf16):
+                restored = network(batch["blurred"]).float()
             family = batch["family_index"].cpu().numpy()
             np.add.at(sums.restored, family, psnr(restored, batch["sharp"]).cpu().numpy())
             np.add.at(sums.blurred, family, psnr(batch["blurred"], batch["sharp"]).cpu().numpy())
@@ -242,12 +253,15 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         batch_size=train_config.batch_size, drop_last=True, device=device, prefetch_batches=2
     )
     batches = iter(stream)
+    val: list[dict[str, torch.Tensor]] | None = None
 
     for epoch in range(state.start_epoch, train_config.max_epochs):
         started = time.perf_counter()
         metrics, seen = train_epoch(state, train_config, batches, steps_per_epoch)
         train_seconds = time.perf_counter() - started
-        sums, grid = validate_epoch(module.network, device)
+        if val is None:
+            val = val_batches(device)
+        sums, grid = validate_epoch(module.network, val, train_config.bf16_autocast)
         *reduced, samples = _all_reduce_sum([*sums.vector(), float(seen)], device)
         metrics |= val_metrics(ValSums.from_vector(reduced), degrade_config)
         val_psnr = metrics["val_psnr"]
