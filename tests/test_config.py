@@ -87,7 +87,9 @@ class TestLoadParams:
 
 class TestLoadVariant:
     def params(self) -> dict[str, object]:
+        """params.yaml with the full study's variants (params.full.yaml: the foils and ablations too)."""
         data: dict[str, object] = yaml.safe_load((REPO / "params.yaml").read_text())
+        data["study"] |= yaml.safe_load((REPO / "params.full.yaml").read_text())["study"]  # type: ignore[operator]
         return data
 
     def test_every_repo_variant_loads(self) -> None:
@@ -97,8 +99,9 @@ class TestLoadVariant:
             assert train.run_name == variant and train.seed == study.seeds[-1]
             assert model.width_channels == load_params("model", REPO / "params.yaml").width_channels
 
-    def test_transfer_overrides(self) -> None:
-        model, train = load_variant(REPO / "params.yaml", "transfer", 0)
+    def test_transfer_overrides(self, tmp_path: Path) -> None:
+        path = write(tmp_path, self.params())
+        model, train = load_variant(path, "transfer", 0)
         assert (model.said, model.sair, model.global_residual) == (False, False, False)
         assert train.loss.latent_weight == 0.0 and train.loss.autoencode_weight == 0.0
         assert train.loss.latent_loss == load_params("train", REPO / "params.yaml").loss.latent_loss  # the rest kept
