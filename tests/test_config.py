@@ -139,7 +139,7 @@ def test_quick_overrides_become_dvc_set_params(tmp_path: Path) -> None:
 
     assert set_param_arguments(REPO / "params.quick.yaml") == [
         "-S", 'study.variants=["bdirnet","transfer_residual"]', "-S", "study.seeds=[0]",
-        "-S", "train.max_epochs=2",
+        "-S", "pairs.test_crops_per_image=1", "-S", "train.samples_per_epoch=2048", "-S", "train.max_epochs=2",
     ]  # fmt: skip
     path = write(tmp_path, {"model": {"said": False}, "degrade": {"train_families": ["motion", "gaussian"]}})
     assert set_param_arguments(path) == ["-S", 'degrade.train_families=["motion","gaussian"]', "-S", "model.said=false"]

@@ -83,6 +83,10 @@ class TestIngest:
         assert "CMYK" in by_name["cmyk.jpg"].converted[0]
         assert "EXIF orientation 6" in by_name["exif.jpg"].converted[0]
         assert (by_name["exif.jpg"].width, by_name["exif.jpg"].height) == (96, 128)  # rotated upright
+        # ... and turned the right way: orientation 6 is displayed 90° clockwise (JPEG: compare means, not bits).
+        upright = np.asarray(Image.open(tmp_path / "out" / by_name["exif.jpg"].file)).astype(float)
+        clockwise, counter = np.rot90(photo_array(), k=-1), np.rot90(photo_array(), k=1)
+        assert np.abs(upright - clockwise).mean() < 6 < 20 < np.abs(upright - counter).mean()
         for record in report.images:
             with Image.open(tmp_path / "out" / record.file) as image:
                 assert image.mode == "RGB" and image.size == (record.width, record.height)

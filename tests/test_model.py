@@ -29,13 +29,15 @@ TINY = ModelConfig(width_channels=8, levels=2)
 
 class TestBDIRNet:
     @pytest.mark.parametrize("shape", [(1, 3, 67, 91), (2, 3, 32, 48), (3, 3, 5, 7), (1, 3, 1, 1)])
-    def test_any_size_and_range(self, shape: tuple[int, int, int, int]) -> None:
+    def test_any_size_and_identity_at_initialisation(self, shape: tuple[int, int, int, int]) -> None:
+        """Any H×W comes back at its size; untrained, the network is the identity (pad, encode, decode, crop
+        lose nothing), which is where training starts from (README: identity initialisation)."""
         model = BDIRNet(TINY).eval()
         image = torch.rand(shape)
         with torch.no_grad():
             restored = model(image)
         assert restored.shape == image.shape
-        assert float(restored.min()) >= 0.0 and float(restored.max()) <= 1.0
+        assert float((restored - image).abs().max()) < 1e-5
 
     @pytest.mark.parametrize("levels", [1, 3])
     @pytest.mark.parametrize("blocks", [0, 2])
@@ -47,13 +49,21 @@ class TestBDIRNet:
         assert latents.bottleneck.shape == (2, 6 * 2**levels, 32 // 2**levels, 32 // 2**levels)
         assert model(torch.rand(1, 3, 33, 35)).shape == (1, 3, 33, 35)
 
-    def test_padding_is_cropped_back(self) -> None:
+    def test_padding_is_reflect_and_cropped_back(self, coffee: torch.Tensor) -> None:
+        """A 30×30 input is reflect-padded to 32 (2**levels) and cropped back. The weights are perturbed so the
+        network is not the identity: then the border depends on how it was padded."""
         model = BDIRNet(TINY).eval()
-        image = torch.rand(1, 3, 30, 30)  # padded to 32: reflect
+        generator = torch.Generator().manual_seed(0)
         with torch.no_grad():
-            padded = torch.nn.functional.pad(image, (0, 2, 0, 2), mode="reflect")
-            expected = model(padded)[..., :30, :30]
-            assert torch.allclose(model(image), expected, atol=1e-6)
+            for parameter in model.parameters():
+                parameter.add_(0.05 * torch.randn(parameter.shape, generator=generator))
+            image = coffee[..., 100:130, 200:230]
+            restored = model(image)
+            reflect = model(torch.nn.functional.pad(image, (0, 2, 0, 2), mode="reflect"))[..., :30, :30]
+            zeros = model(torch.nn.functional.pad(image, (0, 2, 0, 2)))[..., :30, :30]
+        assert float((restored - image).abs().mean()) > 0.01, "the perturbed network must change the image"
+        assert torch.allclose(restored, reflect, atol=1e-5)
+        assert not torch.allclose(restored, zeros, atol=1e-3)
 
     def test_forward_train(self) -> None:
         model = BDIRNet(TINY)
@@ -119,23 +129,32 @@ class TestBDIRNet:
 
 
 class TestSAID:
-    def test_strips_blur_dependent_statistics(self, astronaut: torch.Tensor) -> None:
+    def test_normalises_instance_statistics_of_any_input(self, astronaut: torch.Tensor, coffee: torch.Tensor) -> None:
+        """What SAID does, measured: it removes per-image feature statistics from its normalised half, so the
+        statistics of *any* two inputs move closer. Not blur-specific: a blurred copy and an unrelated photo
+        come closer by about the same factor (0.545 vs 0.541 in an earlier measurement), so the test claims no
+        more than that; whether the blur-invariance helps is for the study's ablation (no_said) to show."""
         from bdirnet.degrade import degrade
 
         sharp = astronaut[..., 100:228, 150:278]
         blurred, _ = degrade(sharp, "defocus", seed=0, noise_sigma_max=0.0)
-        # Realistic input features: a bank of edge and colour filters (a stem conv) on both images.
-        stem = torch.nn.Conv2d(3, 16, 3, padding=1)
+        unrelated = coffee[..., 100:228, 150:278]
+        stem = torch.nn.Conv2d(3, 16, 3, padding=1)  # realistic input features: edge and colour filters
         said = SAID(16)
         with torch.no_grad():
-            features_sharp, features_blurred = stem(sharp), stem(blurred)
-            said_sharp, said_blurred = said(features_sharp), said(features_blurred)
+            features = {name: stem(x) for name, x in (("sharp", sharp), ("blurred", blurred), ("other", unrelated))}
+            normalised = {name: said(f) for name, f in features.items()}
 
         def stats_gap(a: torch.Tensor, b: torch.Tensor) -> float:
             (mean_a, std_a), (mean_b, std_b) = instance_stats(a), instance_stats(b)
             return float(((mean_a - mean_b).abs() + (std_a - std_b).abs()).sum())
 
-        assert stats_gap(said_sharp, said_blurred) < 0.75 * stats_gap(features_sharp, features_blurred)
+        ratios = {
+            other: stats_gap(normalised["sharp"], normalised[other]) / stats_gap(features["sharp"], features[other])
+            for other in ("blurred", "other")
+        }
+        assert ratios["blurred"] < 0.75 and ratios["other"] < 0.75, ratios
+        assert abs(ratios["blurred"] - ratios["other"]) < 0.15, ratios  # the same mechanism for both
 
     def test_off_is_plain_conv(self) -> None:
         said = SAID(8, enabled=False)
