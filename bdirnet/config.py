@@ -133,8 +133,6 @@ class DegradeConfig:
             raise ConfigError("degrade.jpeg_quality_min must be 0 (no JPEG) or in 1..100")
         if not 0.0 <= self.none_share < 1.0:
             raise ConfigError(f"degrade.none_share must be in [0, 1), got {self.none_share}")
-        if self.none_share > 0 and "none" not in FAMILIES:
-            raise ConfigError("degrade.none_share > 0 needs the zoo's 'none' family")
 
 
 @dataclass(frozen=True)

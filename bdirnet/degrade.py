@@ -117,8 +117,8 @@ def sample_params(
         family: one of :data:`FAMILIES`.
         num_samples: batch size N.
         seed: the study seed; the stream is ``default_rng([seed, crc32(family)])``.
-        noise_sigma_max: sensor noise sigma is uniform in ``[0, noise_sigma_max]`` (``none``: in
-            ``[NONE_NOISE_MIN, max(noise_sigma_max, NONE_NOISE_MIN)]``).
+        noise_sigma_max: sensor noise sigma is uniform in ``[m, max(noise_sigma_max, m)]``, ``m`` the family's
+            ``noise_sigma_min`` (0, or :data:`NONE_NOISE_MIN` for ``none``); no draw when that range is ``[0, 0]``.
         jpeg_quality_min: 0 for no JPEG, else quality uniform in ``[jpeg_quality_min, 95]``.
 
     Returns:
@@ -127,14 +127,13 @@ def sample_params(
     """
     _check_family(family)
     rng = family_rng(seed, family)
-    draw = BLUR_FAMILIES[family].draw
+    spec = BLUR_FAMILIES[family]
+    noise_low = spec.noise_sigma_min
+    noise_high = max(noise_sigma_max, noise_low)
     params = []
     for _ in range(num_samples):
-        record: Params = {"family": family, **draw(rng)}
-        if family == "none":  # never a bit-exact copy (whose PSNR is infinite): noise from NONE_NOISE_MIN up
-            record["noise_sigma"] = float(rng.uniform(NONE_NOISE_MIN, max(noise_sigma_max, NONE_NOISE_MIN)))
-        else:
-            record["noise_sigma"] = float(rng.uniform(0.0, noise_sigma_max)) if noise_sigma_max > 0 else 0.0
+        record: Params = {"family": family, **spec.draw(rng)}
+        record["noise_sigma"] = float(rng.uniform(noise_low, noise_high)) if noise_high > 0 else 0.0
         record["noise_seed"] = int(rng.integers(2**31))
         record["jpeg_quality"] = int(rng.integers(jpeg_quality_min, 96)) if jpeg_quality_min > 0 else None
         params.append(record)
@@ -428,7 +427,8 @@ class BlurFamily:
     sum 1: the per-sample CPU reference), ``kernels`` (records and a device -> their kernels ``(n, k, k)``,
     batched, each centred in the largest) and ``kernel_px`` (a record -> the side of its kernel). A spatially
     varying family has ``mixture`` (records and the image size -> ``(uniform component records, weight maps
-    (n, 1, H, W))`` pairs whose weights sum to 1). The application (:func:`apply_degradation`) and the
+    (n, 1, H, W))`` pairs whose weights sum to 1). ``noise_sigma_min`` is the floor of its records' sensor-noise
+    sigma (:func:`sample_params`). The application (:func:`apply_degradation`) and the
     deconvolution oracles (:mod:`bdirnet.classical`) only read these, so a new family is one entry of
     :data:`BLUR_FAMILIES`.
     """
@@ -439,6 +439,7 @@ class BlurFamily:
     kernels: Callable[[Sequence[Params], torch.device], Tensor] | None = None
     kernel_px: Callable[[Params], int] | None = None
     mixture: Mixture | None = None
+    noise_sigma_min: float = 0.0
 
     def __post_init__(self) -> None:
         uniform = (self.kernel, self.kernels, self.kernel_px)
@@ -484,8 +485,13 @@ BLUR_FAMILIES: dict[str, BlurFamily] = {
             kernel_px=lambda p: disk_kernel_px(float(p["radius_px"])),
         ),
         BlurFamily("nonuniform", _draw_nonuniform, mixture=_nonuniform_mixture),
-        BlurFamily(
-            "none", _draw_none, kernel=lambda p: identity_kernel(), kernels=identity_kernels, kernel_px=lambda p: 1
+        BlurFamily(  # never a bit-exact copy (whose PSNR is infinite): noise from NONE_NOISE_MIN up
+            "none",
+            _draw_none,
+            kernel=lambda p: identity_kernel(),
+            kernels=identity_kernels,
+            kernel_px=lambda p: 1,
+            noise_sigma_min=NONE_NOISE_MIN,
         ),
     )
 }
@@ -578,25 +584,9 @@ def blur_components(
 
 
 # --------------------------------------------------------------------------------------------- application
-def _stack_kernels(kernels: Sequence[Tensor], device: torch.device, dtype: torch.dtype) -> Tensor:
-    """Zero-pad odd square kernels to a common size and stack them: ``(N, k, k)``."""
-    size = max(k.shape[-1] for k in kernels)
-    padded = []
-    for kernel in kernels:
-        margin = (size - kernel.shape[-1]) // 2
-        padded.append(F.pad(kernel, (margin, margin, margin, margin)))
-    return torch.stack(padded).to(device=device, dtype=dtype)
-
-
-def blur_with_kernels(images: Tensor, kernels: Sequence[Tensor] | Tensor) -> Tensor:
-    """Blur each image with its own kernel (``kornia.filters.filter2d``, reflect border).
-
-    ``kernels``: one ``(k, k)`` tensor per image (zero-padded to the largest), or an ``(N, k, k)`` stack.
-    """
-    if isinstance(kernels, Tensor):
-        stacked = kernels.to(device=images.device, dtype=images.dtype)
-    else:
-        stacked = _stack_kernels(kernels, images.device, images.dtype)
+def blur_with_kernels(images: Tensor, kernels: Tensor) -> Tensor:
+    """Blur each image with its own kernel of the ``(N, k, k)`` stack (``kornia.filters.filter2d``, reflect border)."""
+    stacked = kernels.to(device=images.device, dtype=images.dtype)
     return kornia.filters.filter2d(images, stacked, border_type="reflect")
 
 

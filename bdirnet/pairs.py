@@ -208,10 +208,9 @@ def decode_pairs(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return out
 
 
-def read_pairs(uri: str, with_family: bool = True) -> Any:
+def read_pairs(uri: str) -> Any:
     """A Ray dataset of decoded pairs (``sharp``, ``blurred``, ``family_index``) from a folder of Parquet shards."""
     import ray
 
-    columns = ["sharp", "blurred", "family"] if with_family else ["sharp", "blurred"]
-    dataset = ray.data.read_parquet(uri, columns=columns)
+    dataset = ray.data.read_parquet(uri, columns=["sharp", "blurred", "family"])
     return dataset.map_batches(decode_pairs, batch_format="numpy", batch_size=64)

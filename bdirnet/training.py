@@ -31,7 +31,7 @@ from bdirnet.degrade import FAMILIES
 from bdirnet.engine import build_optimizer, train_step
 from bdirnet.images import to_uint8
 from bdirnet.losses import TrainingModule
-from bdirnet.metrics import psnr
+from bdirnet.metrics import family_group, psnr
 from bdirnet.model import build_model
 from bdirnet.pairs import read_pairs
 from bdirnet.streaming import StreamPlan, to_float, training_stream
@@ -77,8 +77,9 @@ class WorkerState:
     best_val_psnr: float = -math.inf
 
 
-def restore_checkpoint(state: WorkerState, max_epochs: int, run: str) -> None:
-    """Load the latest checkpoint of this Ray run into ``state`` (when there is one), ``weights_only``."""
+def restore_checkpoint(state: WorkerState) -> None:
+    """Load the latest checkpoint of this Ray run into ``state`` (when there is one), ``weights_only``. (A run that
+    has no epochs left is refused by :func:`fit` before any worker starts.)"""
     import ray.train
 
     checkpoint = ray.train.get_checkpoint()
@@ -94,11 +95,6 @@ def restore_checkpoint(state: WorkerState, max_epochs: int, run: str) -> None:
     if ray.train.get_context().get_world_rank() == 0:
         print(f"[train] resuming from epoch {state.start_epoch} (step {state.step}, "
               f"best val PSNR {state.best_val_psnr:.2f})")  # fmt: skip
-    if state.start_epoch >= max_epochs:
-        raise ValueError(
-            f"run {run} already trained {state.start_epoch} epochs >= train.max_epochs {max_epochs}: raise "
-            "max_epochs to train on (the run name ignores max_epochs)"
-        )
 
 
 def train_epoch(
@@ -157,8 +153,8 @@ def val_metrics(sums: ValSums, degrade: DegradeConfig) -> dict[str, float]:
             metrics[f"val_psnr_{family}"] = float(sums.restored[i] / sums.count[i])
             gains[family] = float((sums.restored[i] - sums.blurred[i]) / sums.count[i])
             metrics[f"val_gain_{family}"] = gains[family]
-    for group, families in (("in_family", degrade.train_families), ("held_out", degrade.held_out_families)):
-        present = [gains[f] for f in families if f in gains]
+    for group in ("in_family", "held_out"):  # `none` alone is its group: logged as val_gain_none above
+        present = [gain for f, gain in gains.items() if family_group(f, degrade.held_out_families) == group]
         if present:
             metrics[f"val_gain_{group}"] = float(np.mean(present))
     return metrics
@@ -236,7 +232,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     module = TrainingModule(build_model(model_config), train_config.loss)
     optimizer, scheduler = build_optimizer(module, train_config, total_steps)
     state = WorkerState(module=module, wrapped=module, optimizer=optimizer, scheduler=scheduler)
-    restore_checkpoint(state, train_config.max_epochs, str(loop_config.get("run_name", "")))
+    restore_checkpoint(state)
     device = ray.train.torch.get_device()
     memory_format = torch.channels_last if train_config.channels_last else torch.contiguous_format
     module.to(device).to(memory_format=memory_format)  # type: ignore[call-overload]

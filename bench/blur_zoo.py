@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable, Sequence
 
 import torch
+import torch.nn.functional as F
 
 from bdirnet.degrade import (
     FAMILIES,
@@ -58,6 +59,16 @@ def old_kernels(params: Sequence[Params], height: int, width: int, device: torch
     return out
 
 
+def stack_kernels(kernels: Sequence[torch.Tensor], device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """Zero-pad odd square kernels to a common size and stack them: ``(N, k, k)`` (the old path's stacking)."""
+    size = max(k.shape[-1] for k in kernels)
+    padded = []
+    for kernel in kernels:
+        margin = (size - kernel.shape[-1]) // 2
+        padded.append(F.pad(kernel, (margin, margin, margin, margin)))
+    return torch.stack(padded).to(device=device, dtype=dtype)
+
+
 def old_blur(sharp: torch.Tensor, params: Sequence[Params]) -> torch.Tensor:
     """The blur step of apply_degradation before the batched kernels (per-record kernels, stacked)."""
     blurred = torch.empty_like(sharp)
@@ -68,7 +79,8 @@ def old_blur(sharp: torch.Tensor, params: Sequence[Params]) -> torch.Tensor:
         subset = sharp[members]
         total: torch.Tensor | None = None
         for k in range(count):
-            part = blur_with_kernels(subset, [kernel_from_params(components[i][k][0]) for i in members])
+            kernels = [kernel_from_params(components[i][k][0]) for i in members]
+            part = blur_with_kernels(subset, stack_kernels(kernels, sharp.device, sharp.dtype))
             weights = [components[i][k][1] for i in members]
             if weights[0] is not None:
                 part = torch.cat([w for w in weights if w is not None]).to(sharp.dtype) * part

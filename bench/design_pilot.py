@@ -30,7 +30,7 @@ from bdirnet.engine import build_optimizer, train_step
 from bdirnet.images import decode_png
 from bdirnet.losses import TrainingModule
 from bdirnet.metrics import psnr
-from bdirnet.streaming import TrainPairMaker, make_plan, to_float
+from bdirnet.streaming import TrainPairMaker, make_plan, read_photos, to_float
 
 # name -> (model overrides, loss overrides)
 ATTEMPTS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
@@ -68,7 +68,7 @@ def training_pairs(ingested: Path, patch: int, seed: int, steps: int, batch: int
     """``steps * batch`` fresh pairs of the stream's recipe (no pair repeats), uint8 (N, 3, P, P)."""
     degrade_config = load_params("degrade", "params.yaml")
     plan = make_plan(read_manifest(ingested), ingested, patch, seed, steps * batch, degrade_config)
-    made = TrainPairMaker(plan)({"id": np.arange(steps * batch)})
+    made = TrainPairMaker(plan, read_photos(plan))({"id": np.arange(steps * batch)})
     return torch.from_numpy(made["sharp"]), torch.from_numpy(made["blurred"])
 
 

@@ -39,7 +39,7 @@ from bdirnet.engine import build_optimizer, train_step
 from bdirnet.losses import TrainingModule
 from bdirnet.pairs import BlurPairs, plan_crops, write_pairs
 from bdirnet.runtime import init_ray, shutdown_ray
-from bdirnet.streaming import TrainPairMaker, make_plan, to_float
+from bdirnet.streaming import TrainPairMaker, make_plan, read_photos, to_float
 
 JOIN = (
     "import time; t = time.perf_counter(); from bdirnet.runtime import init_ray; init_ray(); "
@@ -117,7 +117,7 @@ def plain_training(workdir: Path, model_config: ModelConfig, train: TrainConfig,
     torch.set_num_threads(os.cpu_count() or 1)
     degrade = DegradeConfig()
     plan = make_plan(read_manifest(workdir / "ingested"), workdir / "ingested", 96, 0, samples, degrade)
-    maker = TrainPairMaker(plan)
+    maker = TrainPairMaker(plan, read_photos(plan))
     module = TrainingModule(BDIRNet(model_config), train.loss).to(memory_format=torch.channels_last)
     optimizer, _ = build_optimizer(module, train, total_steps=samples // train.batch_size)
     maker({"id": np.arange(train.batch_size)})  # decode the photos once, as a warm actor has

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import tempfile
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -33,6 +34,18 @@ def coffee() -> torch.Tensor:
 @pytest.fixture(autouse=True)
 def _seeded() -> None:
     torch.manual_seed(0)
+
+
+@pytest.fixture(scope="session")
+def skimage_ingested(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The 15 bundled photos, ingested with the default split rules (size minimums off): read-only for tests."""
+    from bdirnet.config import IngestConfig
+    from bdirnet.datasets import bundle_skimage_photos, ingest_folder
+
+    root = tmp_path_factory.mktemp("skimage")
+    bundle_skimage_photos(root / "raw")
+    ingest_folder(root / "raw", root / "ingested", IngestConfig(min_test_photos=0, min_val_photos=0))
+    return root / "ingested"
 
 
 @pytest.fixture(scope="module")

@@ -236,6 +236,18 @@ def test_records_unchanged(family: str) -> None:
     assert digest(json.dumps(records, sort_keys=True).encode()) == RECORD_DIGESTS[family]
 
 
+def test_none_records_unchanged() -> None:
+    # ``none`` came after the digests above: its records (noise from NONE_NOISE_MIN up, also with noise off), frozen
+    # as first written, so a change of its noise floor's draw shows here.
+    records = [
+        sample_params("none", 4, seed, noise_sigma_max=n, jpeg_quality_min=q)
+        for seed in range(25)
+        for n in (0.0, 0.01)
+        for q in (0, 30)
+    ]
+    assert digest(json.dumps(records, sort_keys=True).encode()) == "bff6dbcea6e7c490"
+
+
 @pytest.fixture(scope="module")
 def photo_crops() -> torch.Tensor:
     """Six 96 px crops of three scikit-image photos, uint8 -> float as the pairs stage makes them."""

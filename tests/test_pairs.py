@@ -12,8 +12,8 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from bdirnet.config import DegradeConfig, IngestConfig, PairsConfig
-from bdirnet.datasets import bundle_skimage_photos, ingest_folder, read_manifest
+from bdirnet.config import DegradeConfig, PairsConfig
+from bdirnet.datasets import read_manifest
 from bdirnet.degrade import FAMILIES, apply_degradation
 from bdirnet.images import decode_png
 from bdirnet.pairs import COLUMNS, plan_crops, untextured, write_pairs
@@ -25,11 +25,8 @@ DEGRADE = DegradeConfig(noise_sigma_max=0.0)
 
 
 @pytest.fixture(scope="module")
-def ingested(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("pairs")
-    bundle_skimage_photos(root / "raw")
-    ingest_folder(root / "raw", root / "ingested", IngestConfig(min_test_photos=4, min_val_photos=2))
-    return root / "ingested"
+def ingested(skimage_ingested: Path) -> Path:
+    return skimage_ingested
 
 
 def digest(folder: Path) -> dict[str, str]:

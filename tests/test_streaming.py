@@ -11,21 +11,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bdirnet.config import DegradeConfig, IngestConfig
-from bdirnet.datasets import bundle_skimage_photos, ingest_folder, read_manifest
+from bdirnet.config import DegradeConfig
+from bdirnet.datasets import read_manifest
 from bdirnet.degrade import apply_degradation, sample_params
 from bdirnet.images import decode_png, to_tensor, to_uint8
-from bdirnet.streaming import StreamPlan, TrainPairMaker, draw_row, make_plan, training_stream
+from bdirnet.streaming import StreamPlan, TrainPairMaker, draw_row, make_plan, read_photos, training_stream
 
 DEGRADE = DegradeConfig(none_share=0.2, noise_sigma_max=0.01)
 
 
 @pytest.fixture(scope="module")
-def ingested(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("stream")
-    bundle_skimage_photos(root / "raw")
-    ingest_folder(root / "raw", root / "ingested", IngestConfig(min_test_photos=0, min_val_photos=0))
-    return root / "ingested"
+def ingested(skimage_ingested: Path) -> Path:
+    return skimage_ingested
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +57,7 @@ def test_family_mix_follows_the_none_share(plan: StreamPlan) -> None:
 
 
 def test_maker_output_is_rebuilt_from_the_recipe(ingested: Path, plan: StreamPlan) -> None:
-    maker = TrainPairMaker(plan)
+    maker = TrainPairMaker(plan, read_photos(plan))
     ids = np.arange(45, 61)
     out = maker({"id": ids})
     assert out["sharp"].shape == out["blurred"].shape == (16, 3, 32, 32) and out["sharp"].dtype == np.uint8
@@ -90,7 +87,7 @@ def test_ray_stream_yields_exactly_the_planned_rows_of_the_remaining_epochs(
     for batch in stream.iter_batches(batch_size=None, batch_format="numpy"):
         for sharp, blurred in zip(batch["sharp"], batch["blurred"], strict=True):
             digests[hashlib.sha256(sharp.tobytes() + blurred.tobytes()).hexdigest()] += 1
-    maker = TrainPairMaker(plan)
+    maker = TrainPairMaker(plan, read_photos(plan))
     expected = maker({"id": np.arange(40, 120)})
     wanted = collections.Counter(
         hashlib.sha256(s.tobytes() + b.tobytes()).hexdigest()
