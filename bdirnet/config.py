@@ -156,6 +156,7 @@ class TrainConfig:
     grad_clip_norm: float = 1.0
     bf16_autocast: bool = True
     channels_last: bool = True
+    max_failures: int = 2  # worker-group restarts from the latest checkpoint (Ray FailureConfig); -1: no limit
     loss: LossConfig = field(default_factory=LossConfig)
 
     def __post_init__(self) -> None:
@@ -168,6 +169,8 @@ class TrainConfig:
             )
         if self.lr <= 0:
             raise ConfigError(f"train.lr must be > 0, got {self.lr}")
+        if self.max_failures < -1:
+            raise ConfigError(f"train.max_failures must be >= -1 (-1: no limit), got {self.max_failures}")
         if self.weight_decay < 0:
             raise ConfigError(f"train.weight_decay must be >= 0, got {self.weight_decay}")
         if self.grad_clip_norm < 0:

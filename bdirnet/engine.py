@@ -16,6 +16,16 @@ from bdirnet.config import TrainConfig
 from bdirnet.losses import LossResult, TrainingModule
 
 
+class NonFiniteLoss(ArithmeticError):
+    """The loss or the (all-reduced) gradient norm of a step is NaN or infinite; the step was not applied."""
+
+    def __init__(self, step: int, parts: dict[str, float]) -> None:
+        shown = ", ".join(f"{key} {value:.4g}" for key, value in sorted(parts.items()))
+        super().__init__(f"the loss is not finite at step {step} ({shown})")
+        self.step = step
+        self.parts = parts
+
+
 def build_optimizer(
     module: nn.Module, config: TrainConfig, total_steps: int
 ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
@@ -60,6 +70,11 @@ def train_step(
         step: the global optimiser step (latent warm-up).
         bf16: bf16 autocast for the forward pass.
         grad_clip_norm: max global gradient norm; 0 disables clipping.
+
+    Raises:
+        NonFiniteLoss: the loss or the gradient norm is NaN/inf. The optimiser step is skipped, so the parameters
+            stay as they were. Under DDP the gradients are all-reduced before the check, so every rank raises at
+            the same step even when only one rank's loss diverged.
     """
     training = getattr(module, "module", module)  # DDP wraps; a single Ray Train worker does not
     if not isinstance(training, TrainingModule):
@@ -69,9 +84,13 @@ def train_step(
         result: LossResult = module(blurred, sharp, step)
     optimizer.zero_grad(set_to_none=True)
     result.total.backward()
-    if grad_clip_norm > 0:
-        parameters = [p for group in optimizer.param_groups for p in group["params"]]
-        result.parts["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(parameters, grad_clip_norm))
+    parameters = [p for group in optimizer.param_groups for p in group["params"]]
+    # With clipping off the norm is still measured (max_norm inf clips nothing): it is the divergence check.
+    grad_norm = float(torch.nn.utils.clip_grad_norm_(parameters, grad_clip_norm if grad_clip_norm > 0 else math.inf))
+    result.parts["grad_norm"] = grad_norm
+    if not (math.isfinite(grad_norm) and math.isfinite(result.parts.get("loss_total", 0.0))):
+        optimizer.zero_grad(set_to_none=True)
+        raise NonFiniteLoss(step, result.parts)
     optimizer.step()
     training.update_target()
     return result

@@ -7,6 +7,7 @@ aliases (``challenger``, ``champion``), never by the deprecated stages.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import urllib.parse
 from dataclasses import dataclass
@@ -276,6 +277,23 @@ def version_tags(uri: str, version: str) -> dict[str, str]:
 
 def set_version_tag(uri: str, version: str, key: str, value: str) -> None:
     _client(uri).set_model_version_tag(MODEL_NAME, version, key, value)
+
+
+def set_run_tag(uri: str, run_id: str, key: str, value: str | None) -> None:
+    """Set a run's tag, or delete it (``None``; a missing tag is fine)."""
+    from mlflow.exceptions import MlflowException
+
+    client = _client(uri)
+    if value is not None:
+        client.set_tag(run_id, key, value)
+        return
+    if key in client.get_run(run_id).data.tags:
+        with contextlib.suppress(MlflowException):  # deleted meanwhile
+            client.delete_tag(run_id, key)
+
+
+def run_tags(uri: str, run_id: str) -> dict[str, str]:
+    return dict(_client(uri).get_run(run_id).data.tags)
 
 
 def run_params(uri: str, run_id: str) -> dict[str, str]:

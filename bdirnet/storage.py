@@ -20,7 +20,8 @@ MAX_WORKERS = 8
 
 
 class StorageError(RuntimeError):
-    """S3 is unreachable, the bucket is missing, or access is denied (the message names endpoint and bucket)."""
+    """One line naming the endpoint and the bucket, and which of these it is: S3 unreachable, credentials
+    rejected, access denied, no such bucket, another S3 error code, or a local I/O error."""
 
 
 @dataclass(frozen=True)
@@ -57,7 +58,9 @@ def client(endpoint: str | None = None) -> Any:
         read_timeout=30,
         max_pool_connections=MAX_WORKERS * 2,
     )
-    return boto3.client("s3", endpoint_url=endpoint or endpoint_url(), config=config)
+    # A new session each time: boto3.client() would reuse the default session, whose credentials are resolved once
+    # per process and would ignore a later change of AWS_ACCESS_KEY_ID or AWS_PROFILE.
+    return boto3.session.Session().client("s3", endpoint_url=endpoint or endpoint_url(), config=config)
 
 
 def _wrap(error: Exception, bucket: str, endpoint: str | None) -> StorageError:
@@ -66,8 +69,16 @@ def _wrap(error: Exception, bucket: str, endpoint: str | None) -> StorageError:
     where = f"endpoint {endpoint or 'AWS default'}, bucket {bucket!r}"
     if isinstance(error, ClientError):
         code = error.response.get("Error", {}).get("Code", "")
-        if code in ("AccessDenied", "403", "InvalidAccessKeyId", "SignatureDoesNotMatch"):
-            return StorageError(f"S3 access denied ({code}) at {where}: check the credentials and bucket policy")
+        if code in ("InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidToken", "ExpiredToken"):
+            return StorageError(
+                f"S3 rejected the credentials ({code}) at {where}: the access key is unknown, the secret is wrong or "
+                "the session expired; check AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or the profile"
+            )
+        if code in ("AccessDenied", "403", "AllAccessDisabled"):
+            return StorageError(
+                f"S3 access denied ({code}) at {where}: the credentials are valid but not allowed this bucket or "
+                "prefix; check the IAM and bucket policies"
+            )
         if code in ("NoSuchBucket", "404"):
             return StorageError(f"S3 bucket not found at {where}")
         return StorageError(f"S3 error {code} at {where}: {error}")

@@ -8,6 +8,11 @@ validation PSNR per family each epoch (summed over workers), and rank 0 logs to 
 from the latest checkpoint (``ray.train.get_checkpoint()``; the stream starts at the first unfinished epoch); the
 best checkpoint by validation PSNR (the mean over every val pair: training families, held-out families and
 ``none``) is what gets registered.
+
+Faults: a worker that dies (a killed process, a lost node) is replaced up to ``train.max_failures`` times
+(``FailureConfig``); the new worker group restores the latest checkpoint and skips the stream's batches of the
+epochs it covers, so at most one epoch of steps is lost. A loss that turns NaN/inf stops the run at that step
+without retries (it would diverge again) and keeps the checkpoints written before it: :class:`TrainingFailed`.
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ import torch
 
 from bdirnet.config import DegradeConfig, ModelConfig, TrainConfig, from_mapping, to_dict
 from bdirnet.degrade import FAMILIES
-from bdirnet.engine import build_optimizer, train_step
+from bdirnet.engine import NonFiniteLoss, build_optimizer, train_step
 from bdirnet.images import to_uint8
 from bdirnet.losses import TrainingModule
 from bdirnet.metrics import family_group, psnr
@@ -40,10 +45,19 @@ CHECKPOINT_FILE = "state.pt"
 CONFIG_FILE = "config.json"
 
 
+NONFINITE_TAG = "nonfinite_loss"  # MLflow run tag: where the loss diverged (JSON: step, epoch, message)
+
+
+class TrainingFailed(RuntimeError):
+    """A run stopped for good (diverged, or more worker failures than ``train.max_failures``); the message names
+    the run, the step or the error, and the checkpoint that is kept."""
+
+
 def run_name(train: TrainConfig, model: ModelConfig, data_hash: str) -> str:
     """``<run_name>-<hash>``: the hash covers everything that defines the run except ``max_epochs``."""
     train_identity = to_dict(train)
     train_identity.pop("max_epochs")
+    train_identity.pop("max_failures")
     identity = {"model": to_dict(model), "train": train_identity, "data": data_hash}
     digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:10]
     return f"{train.run_name}-{digest}"
@@ -75,6 +89,7 @@ class WorkerState:
     start_epoch: int = 0
     step: int = 0
     best_val_psnr: float = -math.inf
+    recoveries: int = 0  # worker-group restarts this run has come back from (saved in the checkpoint)
 
 
 def restore_checkpoint(state: WorkerState) -> None:
@@ -92,6 +107,7 @@ def restore_checkpoint(state: WorkerState) -> None:
     state.optimizer.load_state_dict(saved["optimizer"])
     state.scheduler.load_state_dict(saved["scheduler"])
     state.start_epoch, state.step, state.best_val_psnr = saved["epoch"] + 1, saved["step"], saved["best_val_psnr"]
+    state.recoveries = int(saved.get("recoveries", 0))
     if ray.train.get_context().get_world_rank() == 0:
         print(f"[train] resuming from epoch {state.start_epoch} (step {state.step}, "
               f"best val PSNR {state.best_val_psnr:.2f})")  # fmt: skip
@@ -205,6 +221,7 @@ def save_checkpoint(state: WorkerState, model_config: ModelConfig, epoch: int, m
             "epoch": epoch,
             "step": state.step,
             "best_val_psnr": state.best_val_psnr,
+            "recoveries": state.recoveries,
         }
         torch.save(saved, Path(directory) / CHECKPOINT_FILE)
         (Path(directory) / CONFIG_FILE).write_text(json.dumps({"model": to_dict(model_config)}))
@@ -238,22 +255,41 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     module.to(device).to(memory_format=memory_format)  # type: ignore[call-overload]
     state.wrapped = ray.train.torch.prepare_model(module, move_to_device=False)  # DDP when world_size > 1
     uri, run_id = loop_config["tracking_uri"], loop_config["mlflow_run_id"]
-    if state.start_epoch != int(loop_config["first_epoch"]):
+    first_epoch, steps_per_epoch = int(loop_config["first_epoch"]), int(loop_config["steps_per_epoch"])
+    if state.start_epoch < first_epoch:
         raise RuntimeError(
             f"run {loop_config.get('run_name')}: the checkpoint resumes at epoch {state.start_epoch} but the "
-            f"training stream was planned from epoch {loop_config['first_epoch']}"
+            f"training stream was planned from epoch {first_epoch}"
         )
-    steps_per_epoch = int(loop_config["steps_per_epoch"])
     # One pass over the stream of every remaining epoch: each epoch takes its own fresh pairs.
     stream = ray.train.get_dataset_shard("train").iter_torch_batches(
         batch_size=train_config.batch_size, drop_last=True, device=device, prefetch_batches=2
     )
     batches = iter(stream)
+    if state.start_epoch > first_epoch:
+        # A worker group restarted after a failure in this fit: its stream starts again at the planned first
+        # epoch, so the batches of the epochs the checkpoint covers are drawn and dropped (same draws as before).
+        state.recoveries += 1
+        skipped = (state.start_epoch - first_epoch) * steps_per_epoch
+        if rank == 0:
+            print(f"[train] recovered from a worker failure (#{state.recoveries}): resuming at epoch "
+                  f"{state.start_epoch + 1}, skipping the {skipped} batches of checkpointed epochs")  # fmt: skip
+        for _ in range(skipped):
+            if next(batches, None) is None:
+                raise RuntimeError(f"the training stream ended while skipping {skipped} checkpointed batches")
     val: list[dict[str, torch.Tensor]] | None = None
 
     for epoch in range(state.start_epoch, train_config.max_epochs):
         started = time.perf_counter()
-        metrics, seen = train_epoch(state, train_config, batches, steps_per_epoch)
+        try:
+            metrics, seen = train_epoch(state, train_config, batches, steps_per_epoch)
+        except NonFiniteLoss as error:
+            # Every rank sees the same all-reduced gradient norm, so all stop here together. Not raised: Ray would
+            # retry from the checkpoint into the same divergence. Rank 0 tags the MLflow run; fit() reads it.
+            if rank == 0:
+                record = {"step": error.step, "epoch": epoch, "message": str(error)}
+                registry.set_run_tag(uri, run_id, NONFINITE_TAG, json.dumps(record))
+            return
         train_seconds = time.perf_counter() - started
         if val is None:
             val = val_batches(device)
@@ -268,6 +304,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             "step": float(state.step),
             "lr": float(scheduler.get_last_lr()[0]),
             "samples_per_second": samples / max(train_seconds, 1e-9),
+            "recoveries": float(state.recoveries),
         }
         if rank != 0:
             ray.train.report(metrics, checkpoint=None)
@@ -284,6 +321,13 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         if grid is not None:
             registry.log_image(uri, run_id, grid, f"grids/val_epoch_{epoch:03d}.png")
         save_checkpoint(state, model_config, epoch, metrics)
+    # The stream holds exactly the planned epochs' batches: one left over means the epochs trained on other pairs
+    # than planned (e.g. a resumed worker that did not skip the checkpointed epochs).
+    if state.start_epoch < train_config.max_epochs and next(batches, None) is not None:
+        raise RuntimeError(
+            f"run {loop_config.get('run_name')}: worker {rank}'s training stream still holds batches after the last "
+            "epoch: the epochs did not train on the planned pairs"
+        )
 
 
 def worker_resources() -> dict[str, float]:
@@ -310,6 +354,7 @@ class FitResult:
     latest_checkpoint: str
     epochs: int
     wall_seconds: float
+    recoveries: int = 0  # worker failures the run recovered from
 
 
 def completed_epochs(storage_path: str, name: str) -> int:
@@ -338,6 +383,8 @@ def fit(
     initialised."""
     import ray.train
     from ray.train.torch import TorchTrainer
+
+    from bdirnet import registry
 
     started = time.perf_counter()
     steps_per_epoch = train_config.samples_per_epoch // (train_config.batch_size * train_config.num_workers)
@@ -377,9 +424,25 @@ def fit(
             checkpoint_config=ray.train.CheckpointConfig(
                 num_to_keep=2, checkpoint_score_attribute="val_psnr", checkpoint_score_order="max"
             ),
+            failure_config=ray.train.FailureConfig(max_failures=train_config.max_failures),
         ),
     )
-    result = trainer.fit()
+    registry.set_run_tag(tracking_uri, mlflow_run_id, NONFINITE_TAG, None)  # from an earlier attempt
+    try:
+        result = trainer.fit()
+    except ray.train.TrainingFailedError as error:
+        raise TrainingFailed(
+            f"run {name}: training failed after {train_config.max_failures} recoveries (train.max_failures): "
+            f"{_failure_cause(error)}; {_kept_checkpoint(storage_path, name)}; rerun to resume from it"
+        ) from error
+    diverged = registry.run_tags(tracking_uri, mlflow_run_id).get(NONFINITE_TAG)
+    if diverged:
+        record = json.loads(diverged)
+        raise TrainingFailed(
+            f"run {name}: {record['message']} in epoch {int(record['epoch']) + 1}; training stopped and the step "
+            f"was not applied; {_kept_checkpoint(storage_path, name)}. Lower train.lr or keep train.grad_clip_norm "
+            "> 0, then rerun"
+        )
     if result.checkpoint is None or not result.best_checkpoints:
         raise RuntimeError(f"training run {name} reported no checkpoint")
     best_checkpoint, best_metrics = max(result.best_checkpoints, key=lambda item: item[1]["val_psnr"])
@@ -390,7 +453,31 @@ def fit(
         latest_checkpoint=checkpoint_uri(result.checkpoint),
         epochs=int(result.metrics["epoch"]) + 1,
         wall_seconds=time.perf_counter() - started,
+        recoveries=int(result.metrics.get("recoveries", 0)),
     )
+
+
+def _failure_cause(error: BaseException) -> str:
+    """The first worker's error of a failed run in one line (Ray's message spans many)."""
+    failures: dict[int, BaseException] = getattr(error, "worker_failures", None) or {}
+    rank, cause = min(failures.items(), key=lambda item: item[0]) if failures else (None, error)
+    first = next((line.strip() for line in str(cause).splitlines() if line.strip()), "")
+    where = f"worker {rank}: " if rank is not None else ""
+    return f"{where}{type(cause).__name__}: {first}" if first else f"{where}{type(cause).__name__}"
+
+
+def _kept_checkpoint(storage_path: str, name: str) -> str:
+    """Which checkpoint of run ``name`` survives a failure, as a phrase for the error message."""
+    import ray.train
+
+    try:
+        result = ray.train.Result.from_path(f"{storage_path.rstrip('/')}/{name}")
+    except (RuntimeError, FileNotFoundError):
+        return "no checkpoint had been written yet"
+    if result.checkpoint is None or not result.metrics or "epoch" not in result.metrics:
+        return "no checkpoint had been written yet"
+    epoch = int(result.metrics["epoch"]) + 1
+    return f"the last good checkpoint (epoch {epoch}) is kept at {checkpoint_uri(result.checkpoint)}"
 
 
 def checkpoint_uri(checkpoint: Any) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 from pathlib import Path
 
 from _common import parser, stage_main
@@ -21,7 +22,7 @@ from bdirnet.datasets import read_manifest
 from bdirnet.runtime import init_ray, portable_location, shutdown_ray, stage_location
 from bdirnet.storage_hash import folder_digest
 from bdirnet.streaming import make_plan
-from bdirnet.training import fit, load_checkpoint_model, run_name
+from bdirnet.training import TrainingFailed, fit, load_checkpoint_model, run_name
 from bdirnet.weights import save_weights
 
 
@@ -100,8 +101,11 @@ def main() -> None:
                 uri,
                 run_id,
             )
-        except BaseException:
+        except BaseException as error:
             registry.end_run(uri, run_id, status="FAILED")
+            if isinstance(error, TrainingFailed):  # diverged or out of retries: one line, the checkpoint is kept
+                print(f"error: {error}", file=sys.stderr)
+                raise SystemExit(2) from None
             raise
         registry.end_run(uri, run_id)
         meta = {

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import tempfile
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -48,15 +49,15 @@ def skimage_ingested(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root / "ingested"
 
 
-@pytest.fixture(scope="module")
-def ray_session() -> Iterator[None]:
-    """A local Ray (2 CPUs) for one test module, with its session files in a temp folder of its own."""
+@contextmanager
+def local_ray(num_cpus: int) -> Iterator[None]:
+    """A local Ray with ``num_cpus`` logical CPUs, its session files in a temp folder of its own."""
     from bdirnet.runtime import init_ray, shutdown_ray
 
     with tempfile.TemporaryDirectory(prefix="bdr-", dir="/tmp") as temp:
         saved = os.environ.get("BDIRNET_RAY_TMP")
         os.environ["BDIRNET_RAY_TMP"] = temp
-        init_ray(num_cpus=2)
+        init_ray(num_cpus=num_cpus)
         try:
             yield
         finally:
@@ -65,6 +66,13 @@ def ray_session() -> Iterator[None]:
                 os.environ.pop("BDIRNET_RAY_TMP", None)
             else:
                 os.environ["BDIRNET_RAY_TMP"] = saved
+
+
+@pytest.fixture(scope="module")
+def ray_session() -> Iterator[None]:
+    """A local Ray (2 CPUs) for one test module."""
+    with local_ray(2):
+        yield
 
 
 @pytest.fixture(scope="session")
