@@ -194,6 +194,19 @@ def corrupt_structure(data: bytes, index: int, position: int, value: int) -> byt
     return bytes(out)
 
 
+def retype_tiff_entry(data: bytes, index: int, field_type: int) -> bytes:
+    """``data`` with entry ``index`` of its first TIFF IFD given the field type ``field_type`` (a TIFF file), or,
+    in a JPEG or PNG, of the EXIF block's IFD; unchanged where there is none."""
+    start = 0 if data[:4] in (b"II*\x00", b"MM\x00*") else data.find(b"Exif\x00\x00") + 6
+    if start < 0 or start == 5:  # no EXIF block
+        return data
+    order, entries = _tiff_entries(data[start:])
+    if not entries:
+        return data
+    at = start + entries[index % len(entries)] + 2
+    return data[:at] + struct.pack(order + "H", field_type) + data[at + 2 :]
+
+
 INTERESTING = st.sampled_from(
     [b"\x00", b"\xff", b"\x7f", b"\x80", b"\xff\xff", b"\xff\xff\xff\xff", b"\x7f\xff\xff\xff", b"\x00\x00\x00\x00"]
 )
@@ -206,7 +219,8 @@ def mutated_files(draw: st.DrawFn) -> tuple[str, bytes]:
     name = draw(st.sampled_from(sorted(SEEDS)))
     data = SEEDS[name]
     for _ in range(draw(st.integers(1, 3))):
-        kind = draw(st.sampled_from(["truncate", "flip", "overwrite", "delete", "duplicate", "dims", "structure"]))
+        kinds = ["truncate", "flip", "overwrite", "delete", "duplicate", "dims", "structure", "retype"]
+        kind = draw(st.sampled_from(kinds))
         n = len(data)
         if n == 0:
             break
@@ -227,8 +241,10 @@ def mutated_files(draw: st.DrawFn) -> tuple[str, bytes]:
         elif kind == "dims":
             side = st.sampled_from([0, 1, 3, 65535, 100_000, 2**31 - 1, 2**32 - 1]) | st.integers(0, 70_000)
             data = set_dimensions(data, draw(side), draw(side))
-        else:
+        elif kind == "structure":
             data = corrupt_structure(data, draw(st.integers(0, 40)), draw(OFFSETS), draw(st.integers(0, 255)))
+        else:  # a TIFF IFD entry (or an EXIF one) given another of the 13 field types
+            data = retype_tiff_entry(data, draw(st.integers(0, 40)), draw(st.integers(0, 13)))
     extension = draw(st.sampled_from([Path(name).suffix, *EXTENSIONS]))
     return extension, data
 
