@@ -31,7 +31,7 @@ import torch
 from PIL import Image
 from torch import Tensor, nn
 
-from bdirnet.images import DEFAULT_MAX_PIXELS, BadImage, atomic_write, open_checked
+from bdirnet.images import DEFAULT_MAX_PIXELS, BadImage, atomic_write, one_line, open_checked
 
 PHOTO_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".webp", ".bmp")
 EXIF_ORIENTATION = 0x0112
@@ -265,8 +265,13 @@ def _is_tiff(path: Path) -> bool:
         return handle.read(4) in (b"II*\x00", b"MM\x00*")
 
 
-def _read_high_depth(path: Path) -> np.ndarray | None:
-    """16-bit colour pixels Pillow would reduce to 8 bits (RGB/RGBA PNG, TIFF), as (H, W, C) uint16; else None."""
+def _read_high_depth(path: Path, size: tuple[int, int]) -> np.ndarray | None:
+    """16-bit colour pixels Pillow would reduce to 8 bits (RGB/RGBA PNG, TIFF), as (H, W, C) uint16; else None.
+
+    ``size``: the ``(width, height)`` Pillow decoded. A TIFF is read by its first page only (Pillow's frame; a
+    multi-page file's series, or a corrupt chain of pages, is never walked), and only when that page is 16-bit
+    grayscale or RGB of exactly that size (planar or interleaved); any other layout is left to Pillow.
+    """
     header = _png_header(path)
     if header is not None:
         if header[0] != 16 or header[1] not in (2, 6):
@@ -274,19 +279,32 @@ def _read_high_depth(path: Path) -> np.ndarray | None:
         import cv2
 
         array = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-        if array is None:
+        if array is None or array.ndim != 3 or array.shape[1::-1] != size or array.dtype != np.uint16:
             raise BadImage("cannot decode the 16-bit PNG")
         return np.ascontiguousarray(array[..., [2, 1, 0, 3][: array.shape[-1]]])  # BGR(A) -> RGB(A)
     if _is_tiff(path):
         import tifffile
 
         try:
-            array = tifffile.imread(path)
+            with tifffile.TiffFile(path) as tiff:
+                page = tiff.pages.first
+                width, height = size
+                if (
+                    page.dtype != np.uint16
+                    or int(page.photometric) not in (1, 2)  # MINISBLACK, RGB: not CMYK, palette, YCbCr, ...
+                    or page.axes not in ("YX", "YXS", "SYX")
+                    or (page.imagewidth, page.imagelength) != (width, height)
+                ):
+                    return None
+                array = page.asarray()
         except Exception as error:  # tifffile raises many kinds on a broken file
-            raise BadImage(f"cannot decode the TIFF ({error})") from None
-        if array.dtype != np.uint16:
+            raise BadImage(f"cannot decode the TIFF ({type(error).__name__}: {one_line(error)})") from None
+        if page.axes == "SYX":
+            array = np.moveaxis(array, 0, -1)
+        array = array[..., None] if array.ndim == 2 else array
+        if array.shape[:2] != (height, width) or array.shape[-1] not in (1, 2, 3, 4):
             return None
-        return array[..., None] if array.ndim == 2 else array
+        return np.ascontiguousarray(array, dtype=np.uint16)
     return None
 
 
@@ -307,7 +325,7 @@ def read_photo(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> Photo:
         except Exception:  # a corrupt EXIF block: the pixels are still good; drop it
             orientation, exif = 1, None
         icc = image.info.get("icc_profile") or None
-        high = _read_high_depth(path)
+        high = _read_high_depth(path, image.size)
         alpha = None
         if high is not None:
             pixels = high

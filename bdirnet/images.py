@@ -98,10 +98,27 @@ def read_png(path: Path) -> np.ndarray:
         raise ValueError(f"{path}: cannot read the picture ({error})") from None
 
 
+def one_line(error: object, limit: int = 200) -> str:
+    """``str(error)`` on one line (whitespace runs collapsed), cut at ``limit`` characters: decoders' messages can
+    span lines or quote whole headers."""
+    text = " ".join(str(error).split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def _composite_on_white(image: Image.Image) -> Image.Image:
     rgba = image.convert("RGBA")
     background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
     return Image.alpha_composite(background, rgba).convert("RGB")
+
+
+_MAGIC = {b"\x89PNG\r\n\x1a\n": "PNG", b"\xff\xd8\xff": "JPEG", b"II*\x00": "TIFF", b"MM\x00*": "TIFF"}
+
+
+def _container(path: Path) -> str | None:
+    """The format ``path``'s first bytes announce (PNG, JPEG, TIFF), else None."""
+    with path.open("rb") as handle:
+        head = handle.read(8)
+    return next((kind for magic, kind in _MAGIC.items() if head.startswith(magic)), None)
 
 
 def open_checked(path: Path, max_pixels: int) -> Image.Image:
@@ -130,9 +147,14 @@ def open_checked(path: Path, max_pixels: int) -> Image.Image:
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
         raise BadImage(f"decompression bomb: {error}") from None
     except UnidentifiedImageError:
+        kind = _container(path)
+        if kind is not None:  # e.g. a float RGB or 16-bit gray + alpha TIFF: "not an image" would mislead
+            raise BadImage(f"a {kind} file no decoder here reads (an unsupported layout, or corrupt)") from None
         raise BadImage("not an image (no decoder recognises it)") from None
     except (OSError, SyntaxError, ValueError) as error:
-        raise BadImage(f"cannot decode ({error}); truncated or corrupt") from None
+        raise BadImage(f"cannot decode ({one_line(error)}); truncated or corrupt") from None
+    except Exception as error:  # Pillow's parsers raise TypeError, KeyError, struct.error, ... on corrupt headers
+        raise BadImage(f"cannot decode ({type(error).__name__}: {one_line(error)}); corrupt") from None
 
 
 def decode_image_file(

@@ -7,7 +7,10 @@
 # Other extra arguments go to `dvc repro` (e.g. `--force`). The study's product is the `robustness` stage; only the
 # stages it needs run (with ingest.dataset: skimage, the photo fetch is never run). Every stage joins one local Ray
 # head (`bdirnet with-ray`), stopped at the end, on failure and on Ctrl-C; with RAY_ADDRESS set, they join that
-# cluster.
+# cluster. `--wait-for-lock`: DVC releases its repository lock while a stage command runs and takes it back after,
+# giving up after 3 s; without the flag, any other DVC command that holds the lock at that moment (a `dvc status` in
+# another terminal, a second study being refused) fails this study after its stage ran. A second study started on
+# the same repository is still refused, by the lock DVC holds on the running stage's outputs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -18,10 +21,10 @@ case "${1:-}" in
     overrides_file="params.${1#--}.yaml"
     shift
     mapfile -t overrides < <(bdirnet set-params "$overrides_file")
-    bdirnet with-ray -- dvc exp run "${overrides[@]}" "$@" robustness
+    bdirnet with-ray -- dvc --wait-for-lock exp run "${overrides[@]}" "$@" robustness
     ;;
   *)
-    bdirnet with-ray -- dvc repro "$@" robustness
+    bdirnet with-ray -- dvc --wait-for-lock repro "$@" robustness
     ;;
 esac
 echo
