@@ -157,6 +157,7 @@ class TrainConfig:
     bf16_autocast: bool = True
     channels_last: bool = True
     max_failures: int = 2  # worker-group restarts from the latest checkpoint (Ray FailureConfig); -1: no limit
+    dead_leaves_share: float = 0.0  # training pairs whose sharp side is a dead leaves image (bdirnet.deadleaves)
     loss: LossConfig = field(default_factory=LossConfig)
 
     def __post_init__(self) -> None:
@@ -169,6 +170,8 @@ class TrainConfig:
             )
         if self.lr <= 0:
             raise ConfigError(f"train.lr must be > 0, got {self.lr}")
+        if not 0.0 <= self.dead_leaves_share <= 1.0:
+            raise ConfigError(f"train.dead_leaves_share must be in [0, 1], got {self.dead_leaves_share}")
         if self.max_failures < -1:
             raise ConfigError(f"train.max_failures must be >= -1 (-1: no limit), got {self.max_failures}")
         if self.weight_decay < 0:

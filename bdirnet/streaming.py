@@ -31,6 +31,7 @@ import torch
 
 from bdirnet.config import DegradeConfig
 from bdirnet.datasets import ImageRecord
+from bdirnet.deadleaves import dead_leaves
 from bdirnet.degrade import apply_degradation, sample_params
 from bdirnet.images import decode_png, to_tensor, to_uint8
 
@@ -53,6 +54,7 @@ class StreamPlan:
     none_share: float
     noise_sigma_max: float
     jpeg_quality_min: int
+    dead_leaves_share: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -66,6 +68,7 @@ class RowRecipe:
     left: int
     family: str
     blur_seed: int
+    dead_leaves_seed: int | None = None  # the sharp side is a dead leaves image in the photo crop's colours
 
 
 def make_plan(
@@ -75,8 +78,10 @@ def make_plan(
     seed: int,
     samples_per_epoch: int,
     degrade: DegradeConfig,
+    dead_leaves_share: float = 0.0,
 ) -> StreamPlan:
-    """The stream's plan over the train photos that can hold a ``patch_px`` crop."""
+    """The stream's plan over the train photos that can hold a ``patch_px`` crop; ``dead_leaves_share`` of the
+    rows get a procedural dead leaves image (:mod:`bdirnet.deadleaves`) as their sharp side instead."""
     train = sorted((r for r in records if r.split == "train"), key=lambda r: r.name)
     usable = [r for r in train if min(r.height, r.width) >= patch_px]
     if not usable:
@@ -95,6 +100,7 @@ def make_plan(
         none_share=degrade.none_share,
         noise_sigma_max=degrade.noise_sigma_max,
         jpeg_quality_min=degrade.jpeg_quality_min,
+        dead_leaves_share=dead_leaves_share,
     )
 
 
@@ -110,7 +116,11 @@ def draw_row(plan: StreamPlan, row: int) -> RowRecipe:
         family = "none"
     else:
         family = plan.train_families[int(rng.integers(len(plan.train_families)))]
-    return RowRecipe(epoch, index, plan.files[photo], top, left, family, int(rng.integers(2**31 - 1)))
+    blur_seed = int(rng.integers(2**31 - 1))
+    # Drawn last, and only with a share: the rows of a plan without dead leaves stay as they were.
+    dead_leaves = plan.dead_leaves_share > 0 and rng.random() < plan.dead_leaves_share
+    leaves_seed = int(rng.integers(2**31 - 1)) if dead_leaves else None
+    return RowRecipe(epoch, index, plan.files[photo], top, left, family, blur_seed, leaves_seed)
 
 
 class TrainPairMaker:
@@ -135,10 +145,17 @@ class TrainPairMaker:
             self.photos[file] = decode_png(self.encoded[file])
         return self.photos[file]
 
+    def sharp(self, recipe: RowRecipe) -> np.ndarray:
+        """The row's sharp ``(P, P, 3)`` uint8 side: its photo crop, or a dead leaves image in that crop's colours."""
+        size = self.plan.patch_px
+        crop = self.photo(recipe.file)[recipe.top : recipe.top + size, recipe.left : recipe.left + size]
+        if recipe.dead_leaves_seed is None:
+            return crop
+        return dead_leaves(size, recipe.dead_leaves_seed, crop)
+
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         recipes = [draw_row(self.plan, int(row)) for row in batch["id"]]
-        size = self.plan.patch_px
-        crops = np.stack([self.photo(r.file)[r.top : r.top + size, r.left : r.left + size] for r in recipes])
+        crops = np.stack([self.sharp(r) for r in recipes])
         params = [
             sample_params(
                 r.family,

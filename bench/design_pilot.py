@@ -41,6 +41,10 @@ ATTEMPTS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     "bdirnet_infonce": ({}, {"latent_loss": "infonce"}),
     "bdirnet_fft_0.05": ({}, {"fft_weight": 0.05}),
     "bdirnet_no_autoencode": ({}, {"autoencode_weight": 0.0}),
+    # capacity / receptive field, for motion blur (7-31 px), which the default does not learn (issue 10)
+    "bdirnet_levels4": ({"levels": 4}, {}),
+    "bdirnet_width24": ({"width_channels": 24}, {}),
+    "bdirnet_blocks2": ({"encoder_blocks": 2, "decoder_blocks": 2}, {}),
     "transfer": ({"said": False, "sair": False}, {"latent_weight": 0.0, "autoencode_weight": 0.0}),
     "transfer_residual": (
         {"said": False, "sair": False, "global_residual": True},
@@ -64,10 +68,12 @@ def load_val(root: Path, per_family: int) -> dict[str, tuple[torch.Tensor, torch
     return out  # type: ignore[return-value]
 
 
-def training_pairs(ingested: Path, patch: int, seed: int, steps: int, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
+def training_pairs(
+    ingested: Path, patch: int, seed: int, steps: int, batch: int, dead_leaves_share: float = 0.0
+) -> tuple[torch.Tensor, torch.Tensor]:
     """``steps * batch`` fresh pairs of the stream's recipe (no pair repeats), uint8 (N, 3, P, P)."""
     degrade_config = load_params("degrade", "params.yaml")
-    plan = make_plan(read_manifest(ingested), ingested, patch, seed, steps * batch, degrade_config)
+    plan = make_plan(read_manifest(ingested), ingested, patch, seed, steps * batch, degrade_config, dead_leaves_share)
     made = TrainPairMaker(plan, read_photos(plan))({"id": np.arange(steps * batch)})
     return torch.from_numpy(made["sharp"]), torch.from_numpy(made["blurred"])
 
@@ -153,6 +159,8 @@ def main() -> None:
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
     parser.add_argument("--steps", type=int, default=360)
     parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--patch", type=int, default=0, help="training patch px (default: pairs.patch_px)")
+    parser.add_argument("--dead-leaves", type=float, default=0.0, help="share of dead leaves training pairs")
     parser.add_argument("--attempts", default=",".join(ATTEMPTS))
     parser.add_argument("--out", type=Path, default=Path("reports/design_pilot.jsonl"))
     parser.add_argument("--no-mlflow", action="store_true")
@@ -163,10 +171,11 @@ def main() -> None:
         raise SystemExit(f"error: unknown attempts {unknown}; choose from {sorted(ATTEMPTS)}")
     base_model, base_train = load_params("model", args.params), load_params("train", args.params)
     degrade_config = load_params("degrade", args.params)
-    patch = load_params("pairs", args.params).patch_px
-    data = training_pairs(args.ingested, patch, base_train.seed, args.steps, args.batch)
+    patch = args.patch or load_params("pairs", args.params).patch_px
+    data = training_pairs(args.ingested, patch, base_train.seed, args.steps, args.batch, args.dead_leaves)
     val = load_val(args.pairs, args.val_per_family)
-    print(f"{len(data[0])} fresh train pairs of {patch}², val: {', '.join(f'{f} {len(v[0])}' for f, v in val.items())}")
+    sizes = ", ".join(f"{f} {len(v[0])}" for f, v in val.items())
+    print(f"{len(data[0])} fresh train pairs of {patch}² ({args.dead_leaves:.0%} dead leaves), val: {sizes}")
     print(f"{'attempt':<22} {'in-family':>9} {'held-out':>9} {'no blur':>9} {'s':>6}  "
           + " ".join(f"{f:>10}" for f in val))  # fmt: skip
     for name in names:

@@ -67,6 +67,7 @@ def main() -> None:
         train_config.seed,
         train_config.samples_per_epoch,
         degrade_config,
+        train_config.dead_leaves_share,
     )
     pairs_root = stage_location(ns.pairs, "pairs")
     storage_path = stage_location(ns.checkpoints, "checkpoints")
