@@ -155,10 +155,9 @@ def align(restored: np.ndarray, sharp: np.ndarray, motion: int = cv2.MOTION_HOMO
     Raises:
         ValueError: ECC did not converge (e.g. an image without structure, or unrelated images).
     """
-    scale = float(
-        np.sum(sharp * restored, dtype=np.float64) / max(np.sum(restored * restored, dtype=np.float64), 1e-12)
-    )
-    scaled = (restored * np.float32(scale)).astype(np.float32)
+    # float32 arithmetic, as in the published script: ECC run for a fixed 100 iterations amplifies any difference.
+    restored, sharp = restored.astype(np.float32, copy=False), sharp.astype(np.float32, copy=False)
+    scaled = (np.sum(sharp * restored) / np.sum(restored * restored)) * restored
     warp = np.eye(3, 3, dtype=np.float32) if motion == cv2.MOTION_HOMOGRAPHY else np.eye(2, 3, dtype=np.float32)
     criteria = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, ECC_ITERATIONS, 0)
     try:

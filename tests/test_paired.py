@@ -33,7 +33,7 @@ from bdirnet.paired import (
 )
 
 RULES = IngestConfig(dataset="pairs", min_side_px=32, min_test_photos=0, min_val_photos=0)
-PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "motorcycle_left", "camera")
+PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "immunohistochemistry", "camera")
 SIZE = (48, 64)  # height, width: small, above RULES.min_side_px
 REPO = Path(__file__).resolve().parents[1]
 

@@ -161,6 +161,26 @@ class TestRealBlur:
         error = np.sum((alignment.reference.astype(np.float64) - alignment.aligned) ** 2) / mask.sum()
         assert masked_psnr(alignment) == pytest.approx(-10 * np.log10(error), abs=1e-9)
 
+    def test_alignment_is_the_reference_scripts(self) -> None:
+        """The published call, step by step as evaluation_RealBlur_ecc.py makes it (scale, gray ECC homography with
+        100 iterations, eps 0, Gaussian filter size 5; bicubic inverse warp, reflected border; nearest mask), gives
+        the same warp and images as :func:`align`."""
+        sharp = photo("rocket")
+        restored = warp_by_known_homography(blurred(sharp, "defocus", seed=4), scale=0.9)
+        x, z = sharp.astype(np.float32) / 255, restored.astype(np.float32) / 255
+        zs = (np.sum(x * z) / np.sum(z * z)) * z
+        criteria = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 100, 0)
+        gray = [cv2.cvtColor(image, cv2.COLOR_RGB2GRAY) for image in (x, zs)]
+        _, warp = cv2.findTransformECC(*gray, np.eye(3, dtype=np.float32), cv2.MOTION_HOMOGRAPHY, criteria, None, 5)
+        size = (WIDTH, HEIGHT)
+        zr = cv2.warpPerspective(
+            zs, warp, size, flags=cv2.INTER_CUBIC + cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REFLECT
+        )
+        cr = cv2.warpPerspective(np.ones_like(zs), warp, size, flags=cv2.INTER_NEAREST + cv2.WARP_INVERSE_MAP)
+        alignment = align(z, x)
+        assert np.allclose(alignment.warp, warp, rtol=0, atol=1e-5)
+        assert np.allclose(alignment.aligned, zr * cr, atol=1e-5) and np.array_equal(alignment.mask, cr)
+
     def test_unrelated_image_is_one_line(self) -> None:
         flat = np.full((HEIGHT, WIDTH, 3), 0.5, np.float32)
         with pytest.raises(ValueError, match=r"^ECC alignment failed \(.*\)$") as error:
