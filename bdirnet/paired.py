@@ -202,7 +202,7 @@ def _pair_by_stem(
         for paths in (mine, theirs):
             if len(paths) > 1:
                 for path in paths:
-                    orphans[_rel(path, root)] = f"{len(paths)} files share the name {key!r} (one per name, please)"
+                    orphans[_rel(path, root)] = f"{len(paths)} files share the name {key!r} (one per name)"
         if len(mine) > 1 or len(theirs) > 1:
             continue
         if mine and not theirs:

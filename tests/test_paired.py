@@ -203,6 +203,13 @@ class TestLayouts:
         write_pair(tmp_path / "mine" / "val" / "blur" / "y.png", tmp_path / "mine" / "val" / "sharp" / "y.png", 1)
         assert [(p[0], p[1]) for p in pairs_of(tmp_path / "mine")] == [("mine", "train"), ("mine", "val")]
 
+    def test_two_files_one_name_are_both_left_out(self, tmp_path: Path) -> None:
+        root = make_generic(tmp_path / "mine")
+        write(root / "blur" / "a.jpg", blurred_of(sharp_photo(0)))
+        scan = scan_pairs(root)
+        assert [p.pair_id for p in scan.pairs] == ["blur/c.jpg", "blur/street/b.png"]
+        assert scan.orphans == dict.fromkeys(["blur/a.jpg", "blur/a.png"], "2 files share the name 'a' (one per name)")
+
     def test_no_layout_named(self, tmp_path: Path) -> None:
         write(tmp_path / "photos" / "a.png", sharp_photo(0))
         (tmp_path / "photos" / "sharp").mkdir()
