@@ -156,12 +156,12 @@ def _matching_layouts(root: Path) -> list[str]:
 
 
 def looks_paired(root: Path) -> bool:
-    """Whether ``root`` shows any sign of a paired layout (a ``blur``/``sharp``/``GT`` folder, a split folder, a
-    RealBlur list, a Köhler file); a folder of sharp photos shows none. Such a folder must then be in exactly one
-    layout (:func:`detect_layout`)."""
-    if any((root / name).is_dir() for name in ("blur", "sharp", "GT", *SPLITS)):
+    """Whether ``root`` is, or tries to be, a paired folder: it is in a layout, or it has a ``blur``, ``sharp`` or
+    ``GT`` folder, a RealBlur list or a Köhler file. A folder of sharp photos (split folders included) is not; a
+    folder that looks paired must be in exactly one layout (:func:`detect_layout`)."""
+    if any((root / name).is_dir() for name in ("blur", "sharp", "GT")):
         return True
-    return any((root / name).is_file() for name in REALBLUR_LISTS) or bool(_kohler_files(root))
+    return bool(_matching_layouts(root)) or any((root / name).is_file() for name in REALBLUR_LISTS)
 
 
 def detect_layout(root: Path) -> str:

@@ -229,7 +229,13 @@ class TestLayouts:
 
     def test_photo_folder_is_not_paired(self, tmp_path: Path) -> None:
         write(tmp_path / "photos" / "nested" / "a.png", sharp_photo(0))
+        write(tmp_path / "photos" / "train" / "b.png", sharp_photo(1))  # a photo folder may have split folders
         assert not looks_paired(tmp_path / "photos")
+        write(tmp_path / "photos" / "Blurry1_1.png", blurred_of(sharp_photo(1)))  # a Köhler file without frames
+        assert looks_paired(tmp_path / "photos")
+        scan = scan_pairs(tmp_path / "photos")
+        assert (scan.layout, scan.pairs) == ("kohler", [])
+        assert scan.orphans == {"Blurry1_1.png": "no sharp frames GroundTruth1_1_<frame>.png"}
 
 
 def truncated_png(array: np.ndarray) -> bytes:
