@@ -94,27 +94,45 @@ def _matlab_window(device: torch.device) -> Tensor:
     return weights / weights.sum()
 
 
-def _volume_blur(volume: Tensor, window: Tensor) -> Tensor:
-    """Gaussian filter of ``(N, 1, C, H, W)`` volumes over C, H and W, replicate padding, same size out."""
+def _channel_mixing(window: Tensor, channels: int) -> Tensor:
+    """The Gaussian filter along the channel axis with replicate padding, as a ``(C, C)`` matrix: output channel
+    ``c`` takes ``window[k]`` of input channel ``clamp(c + k - r, 0, C - 1)`` (for 3 channels and radius 5, most of
+    the weight of the padded taps lands on the edge channels)."""
     r = MATLAB_SSIM_RADIUS_PX
-    out = F.pad(volume, (r, r, r, r, r, r), mode="replicate")
-    for shape in ((1, 1, -1, 1, 1), (1, 1, 1, -1, 1), (1, 1, 1, 1, -1)):
-        out = F.conv3d(out, window.view(shape))
-    return out
+    mixing = torch.zeros(channels, channels, dtype=window.dtype, device=window.device)
+    for out in range(channels):
+        for tap in range(2 * r + 1):
+            mixing[out, min(max(out + tap - r, 0), channels - 1)] += window[tap]
+    return mixing
+
+
+def _volume_blur(images: Tensor, window: Tensor, mixing: Tensor) -> Tensor:
+    """MATLAB's ``imgaussfilt3`` (replicate padding) of ``(N, C, H, W)`` volumes: the separable 3-D filter as a 2-D
+    filter of every channel followed by the channel filter's ``(C, C)`` matrix (the same linear map, without
+    padding the channel axis five deep)."""
+    n, c, h, w = images.shape
+    r = MATLAB_SSIM_RADIUS_PX
+    planes = F.pad(images.reshape(n * c, 1, h, w), (r, r, r, r), mode="replicate")
+    planes = F.conv2d(F.conv2d(planes, window.view(1, 1, 1, -1)), window.view(1, 1, -1, 1)).reshape(n, c, h, w)
+    return torch.einsum("oc,nchw->nohw", mixing, planes)
 
 
 def ssim_matlab_map(restored: Tensor, sharp: Tensor) -> Tensor:
     """MATLAB ``ssim``'s map of two 8-bit H×W×3 images: ``(N, 3, H, W)`` float64 (see the module doc)."""
     _check(restored, sharp, "ssim_matlab")
-    x, y = _rgb8(restored).unsqueeze(1), _rgb8(sharp).unsqueeze(1)
+    x, y = _rgb8(restored), _rgb8(sharp)
     window = _matlab_window(x.device)
-    mu_x, mu_y = _volume_blur(x, window), _volume_blur(y, window)
-    var_x = _volume_blur(x * x, window) - mu_x**2
-    var_y = _volume_blur(y * y, window) - mu_y**2
-    cov_xy = _volume_blur(x * y, window) - mu_x * mu_y
+    mixing = _channel_mixing(window, x.shape[1])
+
+    def blur(images: Tensor) -> Tensor:
+        return _volume_blur(images, window, mixing)
+
+    mu_x, mu_y = blur(x), blur(y)
+    var_x = blur(x * x) - mu_x**2
+    var_y = blur(y * y) - mu_y**2
+    cov_xy = blur(x * y) - mu_x * mu_y
     c1, c2 = (SSIM_K1 * 255.0) ** 2, (SSIM_K2 * 255.0) ** 2
-    values = ((2 * mu_x * mu_y + c1) * (2 * cov_xy + c2)) / ((mu_x**2 + mu_y**2 + c1) * (var_x + var_y + c2))
-    return values.squeeze(1)
+    return ((2 * mu_x * mu_y + c1) * (2 * cov_xy + c2)) / ((mu_x**2 + mu_y**2 + c1) * (var_x + var_y + c2))
 
 
 def ssim_matlab(restored: Tensor, sharp: Tensor) -> Tensor:
