@@ -157,7 +157,7 @@ def _matching_layouts(root: Path) -> list[str]:
 
 def looks_paired(root: Path) -> bool:
     """Whether ``root`` is, or tries to be, a paired folder: it is in a layout, or it has a ``blur``, ``sharp`` or
-    ``GT`` folder, a RealBlur list or a Köhler file. A folder of sharp photos (split folders included) is not; a
+    ``GT`` folder or a RealBlur list. A folder of sharp photos (split folders included) is not; a
     folder that looks paired must be in exactly one layout (:func:`detect_layout`)."""
     if any((root / name).is_dir() for name in ("blur", "sharp", "GT")):
         return True
