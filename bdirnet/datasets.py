@@ -311,4 +311,9 @@ def read_manifest(ingested_dir: Path) -> list[ImageRecord]:
         data = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as error:
         raise ValueError(f"{path}: cannot read the ingest manifest ({error})") from None
+    if data.get("kind") == "paired":
+        raise ValueError(
+            f"{path}: a paired dataset's manifest (bdirnet.paired); the stages after ingest take photo folders only "
+            "so far (paired pairs/evaluation: issue 15)"
+        )
     return [ImageRecord(**item) for item in data["images"]]

@@ -60,8 +60,8 @@ def _gaussian_window(device: torch.device) -> Tensor:
     return window / window.sum()
 
 
-def ssim(restored: Tensor, sharp: Tensor, data_range: float = 1.0) -> Tensor:
-    """Structural similarity, one value per image (mean over channels and valid window positions).
+def ssim_map(restored: Tensor, sharp: Tensor, data_range: float = 1.0) -> Tensor:
+    """The SSIM of every channel at every position where the 11×11 window fits (no padding).
 
     Args:
         restored: :math:`(N, C, H, W)` with H, W >= 11, values in ``[0, data_range]``.
@@ -69,7 +69,7 @@ def ssim(restored: Tensor, sharp: Tensor, data_range: float = 1.0) -> Tensor:
         data_range: the peak value (1 for [0, 1] images).
 
     Returns:
-        :math:`(N,)` float64 tensor.
+        :math:`(N, C, H - 10, W - 10)` float64 tensor; position ``(i, j)`` is the window centred at ``(i + 5, j + 5)``.
     """
     _check_pair(restored, sharp, "ssim")
     n, c, h, w = restored.shape
@@ -89,8 +89,22 @@ def ssim(restored: Tensor, sharp: Tensor, data_range: float = 1.0) -> Tensor:
     cov_xy = blur(x * y) - mu_x * mu_y
     c1 = (SSIM_K1 * data_range) ** 2
     c2 = (SSIM_K2 * data_range) ** 2
-    ssim_map = ((2 * mu_x * mu_y + c1) * (2 * cov_xy + c2)) / ((mu_x**2 + mu_y**2 + c1) * (var_x + var_y + c2))
-    return ssim_map.reshape(n, c, -1).mean(dim=(1, 2))
+    ssim_values = ((2 * mu_x * mu_y + c1) * (2 * cov_xy + c2)) / ((mu_x**2 + mu_y**2 + c1) * (var_x + var_y + c2))
+    return ssim_values.reshape(n, c, h - SSIM_WINDOW_PX + 1, w - SSIM_WINDOW_PX + 1)
+
+
+def ssim(restored: Tensor, sharp: Tensor, data_range: float = 1.0) -> Tensor:
+    """Structural similarity, one value per image (mean over channels and valid window positions).
+
+    Args:
+        restored: :math:`(N, C, H, W)` with H, W >= 11, values in ``[0, data_range]``.
+        sharp: the reference, same shape.
+        data_range: the peak value (1 for [0, 1] images).
+
+    Returns:
+        :math:`(N,)` float64 tensor.
+    """
+    return ssim_map(restored, sharp, data_range).flatten(1).mean(dim=1)
 
 
 METRICS: dict[str, Metric] = {"psnr": psnr, "ssim": ssim}

@@ -1,4 +1,7 @@
-"""Stage `ingest`: validate and decode every file of data/raw/<dataset>/, quarantine bad ones, split."""
+"""Stage `ingest`: validate and decode every file of data/raw/<dataset>/, quarantine bad ones, split.
+
+A paired folder (GoPro, HIDE, RealBlur, Köhler, or blur/ + sharp/: bdirnet/paired.py) is ingested as pairs: each
+pair validated, bad pairs quarantined, the dataset's own splits kept."""
 
 from __future__ import annotations
 
@@ -8,6 +11,7 @@ from _common import parser, stage_main
 
 from bdirnet.config import load_params
 from bdirnet.datasets import ingest_folder
+from bdirnet.paired import ingest_pairs, looks_paired
 
 
 @stage_main
@@ -17,9 +21,17 @@ def main() -> None:
     args.add_argument("--out", type=Path, required=True, help="ingested dataset folder, e.g. data/ingested")
     ns = args.parse_args()
     config = load_params("ingest", ns.params)
-    report = ingest_folder(ns.raw_root / config.dataset, ns.out, config)
-    print(f"ingest: {len(report.images)} images {report.counts()}, {len(report.quarantined)} quarantined")
-    for name, reason in sorted(report.quarantined.items()):
+    raw_dir = ns.raw_root / config.dataset
+    if raw_dir.is_dir() and looks_paired(raw_dir):
+        paired = ingest_pairs(raw_dir, ns.out, config)
+        quarantined = paired.quarantined
+        pairs = f"{len(paired.pairs)} pairs {paired.counts()}"
+        print(f"ingest: {paired.layout} layout, {pairs}, {len(quarantined)} quarantined")
+    else:
+        report = ingest_folder(raw_dir, ns.out, config)
+        print(f"ingest: {len(report.images)} images {report.counts()}, {len(report.quarantined)} quarantined")
+        quarantined = report.quarantined
+    for name, reason in sorted(quarantined.items()):
         print(f"  quarantined {name}: {reason}")
 
 
