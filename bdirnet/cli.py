@@ -6,6 +6,8 @@
   from S3 (boto3; ``AWS_ENDPOINT_URL`` for S3-compatible servers), skipping unchanged files.
 - ``bdirnet deblur INPUT... -o OUTDIR``: restore your own photos (files, folders, globs) with the champion (or
   ``--model``), tiled to fit ``--max-memory``; one line per bad file, exit code 1 when any failed.
+- ``bdirnet export --format onnx|torchscript --model SPEC -o FILE``: the model for onnxruntime or TorchScript, any
+  batch and H×W (the graph pads to the network's multiple and crops back); ``bdirnet deblur --model FILE`` runs it.
 - ``bdirnet with-ray -- dvc repro``: run a command with one local Ray head that all its stages join
   (``RAY_ADDRESS``), stopped at the end, on failure and on Ctrl-C; ``scripts/study.sh`` uses it.
 - ``bdirnet set-params params.quick.yaml``: the file's overrides as ``dvc exp run`` arguments, one per line
@@ -38,7 +40,8 @@ def main(argv: list[str] | None = None) -> int:
     deblur = commands.add_parser("deblur", help="restore your own photos: bdirnet deblur my_photo.jpg -o restored/")
     deblur.add_argument("inputs", nargs="+", help="photo files, folders (their photos) or globs")
     deblur.add_argument("-o", "--out", type=Path, default=Path("restored"), help="output folder (default: restored/)")
-    model_help = "models:/bdirnet@<alias>, models:/bdirnet/<version>, or a weights file models/<run>.pt"
+    model_help = ("models:/bdirnet@<alias>, models:/bdirnet/<version>, a weights file models/<run>.pt, "
+                  "or a file of bdirnet export (.onnx, TorchScript .pt)")  # fmt: skip
     deblur.add_argument("--model", default="models:/bdirnet@champion", help=model_help)
     deblur.add_argument("--tile", type=int, default=None, help="tile size in px (default: from --max-memory)")
     deblur.add_argument("--tile-overlap", type=int, default=32, help="overlap of neighbouring tiles in px")
@@ -47,6 +50,10 @@ def main(argv: list[str] | None = None) -> int:
     deblur.add_argument("--bf16", action="store_true", help="bf16 autocast (faster on AMX CPUs and recent GPUs)")
     deblur.add_argument("--suffix", default="_deblurred", help="added to each output name (default: _deblurred)")
     deblur.add_argument("--ext", default=None, help="output format by extension, e.g. png (default: the input's)")
+    export = commands.add_parser("export", help="export a model: bdirnet export --format onnx -o bdirnet.onnx")
+    export.add_argument("--format", choices=("onnx", "torchscript"), default="onnx")
+    export.add_argument("--model", default="models:/bdirnet@champion", help=model_help)
+    export.add_argument("-o", "--out", type=Path, required=True, help="the file to write (e.g. bdirnet.onnx)")
     set_params = commands.add_parser("set-params", help="print a YAML overrides file as dvc exp run -S arguments")
     set_params.add_argument("overrides", type=Path)
     set_params.add_argument("--base", type=Path, default=Path("params.yaml"), help="the params every key must exist in")
@@ -62,6 +69,8 @@ def main(argv: list[str] | None = None) -> int:
         return run_in_ray_session(command)
     if args.command == "deblur":
         return deblur_command(args)
+    if args.command == "export":
+        return export_command(args)
     if args.command == "set-params":
         from bdirnet.config import ConfigError, set_param_arguments
 
@@ -132,6 +141,27 @@ def collect_inputs(specs: list[str]) -> tuple[list[Path], list[str]]:
     return found, missing
 
 
+def export_command(args: argparse.Namespace) -> int:
+    """``bdirnet export``: load ``--model`` and write it as ONNX or TorchScript."""
+    import time
+
+    from bdirnet.deblur import load_network
+    from bdirnet.export import ExportedNetwork, export_network
+
+    try:
+        network = load_network(args.model)
+        if isinstance(network, ExportedNetwork):
+            raise ValueError(f"{args.model}: already an exported model; export a weights file or a registry version")
+        started = time.perf_counter()
+        export_network(network, args.out, args.format)
+    except (ValueError, FileNotFoundError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    size_mb = args.out.stat().st_size / 1e6
+    print(f"export: {args.model} -> {args.out} ({args.format}, {size_mb:.1f} MB, {time.perf_counter() - started:.1f}s)")
+    return 0
+
+
 def deblur_command(args: argparse.Namespace) -> int:
     """``bdirnet deblur``: restore every photo; a bad file gets one line and the others go on."""
     import time
@@ -162,6 +192,11 @@ def deblur_command(args: argparse.Namespace) -> int:
         network = load_network(args.model)
     except (ValueError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
+        return 2
+    from bdirnet.export import ExportedNetwork
+
+    if args.bf16 and isinstance(network, ExportedNetwork):
+        print(f"error: --bf16: {args.model} is an exported float32 model; drop --bf16", file=sys.stderr)
         return 2
     per_pixel = activation_bytes_per_pixel(network)  # once per network, not once per photo
     failed: list[str] = []

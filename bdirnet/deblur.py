@@ -6,8 +6,8 @@
 - :func:`read_photo` / :func:`write_photo`: EXIF orientation applied, EXIF (orientation reset) and ICC written back,
   grayscale stays grayscale, alpha passes through untouched, 16-bit PNG/TIFF stays 16-bit; the bomb limit and the
   decoder checks of :mod:`bdirnet.images`; output written to a temporary name, then renamed.
-- :func:`load_network`: ``models:/bdirnet@<alias>``, ``models:/bdirnet/<version>`` (MLflow registry) or a run's
-  weights file ``models/<run>.pt`` (no MLflow needed).
+- :func:`load_network`: ``models:/bdirnet@<alias>``, ``models:/bdirnet/<version>`` (MLflow registry), a run's
+  weights file ``models/<run>.pt`` (no MLflow needed), or an ONNX / TorchScript file of ``bdirnet export``.
 
 Example:
     >>> from bdirnet.deblur import load_network, read_photo, restore, write_photo  # doctest: +SKIP
@@ -42,7 +42,8 @@ def load_network(spec: str, tracking_uri: str | None = None) -> nn.Module:
     """The network named by ``spec``, in eval mode on the CPU.
 
     ``models:/bdirnet@champion`` / ``models:/bdirnet/<version>``: from the MLflow registry (``MLFLOW_TRACKING_URI``,
-    else ``sqlite:///mlflow.db`` here); a ``.pt`` path: a run's weights file (:mod:`bdirnet.weights`).
+    else ``sqlite:///mlflow.db`` here); a ``.pt`` path: a run's weights file (:mod:`bdirnet.weights`) or a TorchScript
+    export; a ``.onnx`` path: an ONNX export, run by onnxruntime (both from ``bdirnet export``, :mod:`bdirnet.export`).
 
     Raises:
         ValueError: naming the spec and what is wrong (missing file, unknown alias or version, unsupported kind).
@@ -70,8 +71,10 @@ def load_network(spec: str, tracking_uri: str | None = None) -> nn.Module:
         model: nn.Module = registry.load_model(uri, version)
         return model.eval()
     path = Path(spec)
-    if path.suffix == ".onnx":
-        raise ValueError(f"{spec}: ONNX models are not supported yet; pass a weights file models/<run>.pt")
+    from bdirnet.export import is_torchscript, load_exported
+
+    if path.suffix.lower() == ".onnx" or is_torchscript(path):
+        return load_exported(path)
     from bdirnet.weights import load_weights
 
     network, _ = load_weights(path)
@@ -172,7 +175,12 @@ def restore(
 
 
 def activation_bytes_per_pixel(network: nn.Module, probe_px: int = 64) -> float:
-    """Bytes of every module output per input pixel on a ``probe_px``² image (an upper bound of the peak)."""
+    """Bytes of every module output per input pixel on a ``probe_px``² image (an upper bound of the peak); an exported
+    network carries the value measured on its torch network at export time."""
+    from bdirnet.export import ExportedNetwork
+
+    if isinstance(network, ExportedNetwork):
+        return network.activation_bytes_per_pixel
     total = 0
 
     def count(_: nn.Module, __: object, output: object) -> None:
