@@ -8,6 +8,9 @@
   ``--model``), tiled to fit ``--max-memory``; one line per bad file, exit code 1 when any failed.
 - ``bdirnet export --format onnx|torchscript --model SPEC -o FILE``: the model for onnxruntime or TorchScript, any
   batch and H×W (the graph pads to the network's multiple and crops back); ``bdirnet deblur --model FILE`` runs it.
+- ``bdirnet serve-request photo.jpg > request.json`` / ``bdirnet serve-response response.json --photo photo.jpg -o
+  restored.png``: the JSON body for ``mlflow models serve`` and the restored photo from its answer (EXIF, ICC, alpha,
+  grayscale and bit depth of the original); ``bdirnet deblur --server URL`` sends every photo (or tile) itself.
 - ``bdirnet with-ray -- dvc repro``: run a command with one local Ray head that all its stages join
   (``RAY_ADDRESS``), stopped at the end, on failure and on Ctrl-C; ``scripts/study.sh`` uses it.
 - ``bdirnet set-params params.quick.yaml``: the file's overrides as ``dvc exp run`` arguments, one per line
@@ -42,7 +45,8 @@ def main(argv: list[str] | None = None) -> int:
     deblur.add_argument("-o", "--out", type=Path, default=Path("restored"), help="output folder (default: restored/)")
     model_help = ("models:/bdirnet@<alias>, models:/bdirnet/<version>, a weights file models/<run>.pt, "
                   "or a file of bdirnet export (.onnx, TorchScript .pt)")  # fmt: skip
-    deblur.add_argument("--model", default="models:/bdirnet@champion", help=model_help)
+    deblur.add_argument("--model", default=None, help=model_help + " (default: models:/bdirnet@champion)")
+    deblur.add_argument("--server", default=None, help="restore on `mlflow models serve` at this URL")
     deblur.add_argument("--tile", type=int, default=None, help="tile size in px (default: from --max-memory)")
     deblur.add_argument("--tile-overlap", type=int, default=32, help="overlap of neighbouring tiles in px")
     deblur.add_argument("--max-memory", type=float, default=2.0, help="memory budget in GiB for automatic tiling")
@@ -54,6 +58,13 @@ def main(argv: list[str] | None = None) -> int:
     export.add_argument("--format", choices=("onnx", "torchscript"), default="onnx")
     export.add_argument("--model", default="models:/bdirnet@champion", help=model_help)
     export.add_argument("-o", "--out", type=Path, required=True, help="the file to write (e.g. bdirnet.onnx)")
+    serve_request = commands.add_parser("serve-request", help="the JSON body for mlflow models serve: photo -> stdout")
+    serve_request.add_argument("photo", type=Path)
+    serve_request.add_argument("-o", "--out", type=Path, default=None, help="write here instead of stdout")
+    serve_response = commands.add_parser("serve-response", help="the restored photo from a served model's answer")
+    serve_response.add_argument("response", type=Path, help="the server's JSON answer (curl ... > response.json)")
+    serve_response.add_argument("--photo", type=Path, required=True, help="the photo the request was made from")
+    serve_response.add_argument("-o", "--out", type=Path, required=True, help="the restored photo to write")
     set_params = commands.add_parser("set-params", help="print a YAML overrides file as dvc exp run -S arguments")
     set_params.add_argument("overrides", type=Path)
     set_params.add_argument("--base", type=Path, default=Path("params.yaml"), help="the params every key must exist in")
@@ -71,6 +82,8 @@ def main(argv: list[str] | None = None) -> int:
         return deblur_command(args)
     if args.command == "export":
         return export_command(args)
+    if args.command in ("serve-request", "serve-response"):
+        return serve_command(args)
     if args.command == "set-params":
         from bdirnet.config import ConfigError, set_param_arguments
 
@@ -162,6 +175,34 @@ def export_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def serve_command(args: argparse.Namespace) -> int:
+    """``bdirnet serve-request`` / ``serve-response``: a photo to the JSON a served model takes, and its answer back
+    to a photo in the original's layout and metadata."""
+    from bdirnet.deblur import read_photo, write_photo
+    from bdirnet.images import atomic_write
+    from bdirnet.serving import parse_response, request_body
+
+    try:
+        if args.command == "serve-request":
+            body = request_body(read_photo(args.photo).tensor())
+            if args.out is None:
+                sys.stdout.buffer.write(body + b"\n")
+            else:
+                atomic_write(args.out, body)
+            return 0
+        photo = read_photo(args.photo)
+        restored = parse_response(args.response.read_bytes(), str(args.response))
+        expected = tuple(photo.tensor().shape)
+        if tuple(restored.shape) != expected:
+            raise ValueError(f"{args.response}: restored shape {tuple(restored.shape)}, but {args.photo} is {expected}")
+        write_photo(args.out, photo, restored.clamp(0, 1))
+    except (ValueError, OSError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(f"serve-response: {args.response} -> {args.out}")
+    return 0
+
+
 def deblur_command(args: argparse.Namespace) -> int:
     """``bdirnet deblur``: restore every photo; a bad file gets one line and the others go on."""
     import time
@@ -188,17 +229,22 @@ def deblur_command(args: argparse.Namespace) -> int:
     if device == "cuda" and not torch.cuda.is_available():
         print("error: --device cuda: no CUDA device here", file=sys.stderr)
         return 2
+    from bdirnet.export import ExportedNetwork
+    from bdirnet.serving import RemoteNetwork
+
+    if args.server and (args.model or args.bf16):
+        print("error: --server restores on the server: drop --model and --bf16", file=sys.stderr)
+        return 2
     try:
-        network = load_network(args.model)
+        network = RemoteNetwork(args.server) if args.server else load_network(args.model or "models:/bdirnet@champion")
     except (ValueError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    from bdirnet.export import ExportedNetwork
-
     if args.bf16 and isinstance(network, ExportedNetwork):
         print(f"error: --bf16: {args.model} is an exported float32 model; drop --bf16", file=sys.stderr)
         return 2
-    per_pixel = activation_bytes_per_pixel(network)  # once per network, not once per photo
+    # Once per network, not once per photo; a server restores whole photos unless --tile says otherwise.
+    per_pixel = None if args.server else activation_bytes_per_pixel(network)
     failed: list[str] = []
     seconds_total = 0.0
     args.out.mkdir(parents=True, exist_ok=True)
@@ -216,7 +262,7 @@ def deblur_command(args: argparse.Namespace) -> int:
             image = photo.tensor()
             height, width = image.shape[-2:]
             budget = int(args.max_memory * 2**30)
-            tile = args.tile or tile_for_memory(network, height, width, budget, per_pixel)
+            tile = args.tile or (tile_for_memory(network, height, width, budget, per_pixel) if per_pixel else None)
             restored = restore(network, image, tile=tile, overlap=args.tile_overlap, device=device, bf16=args.bf16)
             write_photo(target, photo, restored)
             seconds = time.perf_counter() - started
