@@ -49,6 +49,9 @@ def main(argv: list[str] | None = None) -> int:
     deblur.add_argument("--server", default=None, help="restore on `mlflow models serve` at this URL")
     deblur.add_argument("--tile", type=int, default=None, help="tile size in px (default: from --max-memory)")
     deblur.add_argument("--tile-overlap", type=int, default=32, help="overlap of neighbouring tiles in px")
+    deblur.add_argument("--statistics", choices=("auto", "image", "tile"), default="auto",
+                        help="tiles normalise with the whole image's statistics (image: as untiled, one pass per "
+                        "SAID/SAIR layer) or their own (tile: one pass); auto: image for a torch model")  # fmt: skip
     deblur.add_argument("--max-memory", type=float, default=2.0, help="memory budget in GiB for automatic tiling")
     deblur.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     deblur.add_argument("--bf16", action="store_true", help="bf16 autocast (faster on AMX CPUs and recent GPUs)")
@@ -263,7 +266,8 @@ def deblur_command(args: argparse.Namespace) -> int:
             height, width = image.shape[-2:]
             budget = int(args.max_memory * 2**30)
             tile = args.tile or (tile_for_memory(network, height, width, budget, per_pixel) if per_pixel else None)
-            restored = restore(network, image, tile=tile, overlap=args.tile_overlap, device=device, bf16=args.bf16)
+            restored = restore(network, image, tile=tile, overlap=args.tile_overlap, device=device, bf16=args.bf16,
+                               statistics=args.statistics)  # fmt: skip
             write_photo(target, photo, restored)
             seconds = time.perf_counter() - started
         except (ValueError, OSError) as error:

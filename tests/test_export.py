@@ -13,7 +13,7 @@ from skimage import data
 
 from bdirnet import BDIRNet, ModelConfig
 from bdirnet.cli import main as cli_main
-from bdirnet.deblur import activation_bytes_per_pixel, load_network
+from bdirnet.deblur import activation_bytes_per_pixel, load_network, restore
 from bdirnet.export import ExportedNetwork, load_exported
 from bdirnet.weights import save_weights
 
@@ -100,3 +100,5 @@ def test_bad_exported_files_are_named(
     assert "already an exported model" in capsys.readouterr().err
     with pytest.raises(ValueError, match="needs sides of at least 8 px"):
         load_exported(exported["onnx"])(torch.rand(1, 3, 5, 40))
+    with pytest.raises(ValueError, match="statistics='image' needs a torch BDIRNet"):
+        restore(load_exported(exported["onnx"]), torch.rand(1, 3, 64, 64), tile=32, overlap=8, statistics="image")
