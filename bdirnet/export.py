@@ -99,19 +99,24 @@ def export_onnx(network: nn.Module, path: Path) -> None:
     wrapper = PadToMultiple(network, multiple).eval()
     batch, height, width = (torch.export.Dim(name, min=lowest) for name, lowest in
                             (("batch", 1), ("height", multiple), ("width", multiple)))  # fmt: skip
-    logging.getLogger("torch.onnx").setLevel(logging.ERROR)  # "torchvision is not installed" per op
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)
-        program = torch.onnx.export(
-            wrapper,
-            (_example(multiple),),
-            input_names=["blurred"],
-            output_names=["restored"],
-            dynamic_shapes={"blurred": {0: batch, 2: height, 3: width}},
-            dynamo=True,
-            external_data=False,
-            verbose=False,
-        )
+    logger = logging.getLogger("torch.onnx")
+    level = logger.level
+    logger.setLevel(logging.ERROR)  # not one "torchvision is not installed" warning per torchvision op
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            program = torch.onnx.export(
+                wrapper,
+                (_example(multiple),),
+                input_names=["blurred"],
+                output_names=["restored"],
+                dynamic_shapes={"blurred": {0: batch, 2: height, 3: width}},
+                dynamo=True,
+                external_data=False,
+                verbose=False,
+            )
+    finally:
+        logger.setLevel(level)
     if program is None:
         raise RuntimeError(f"{path}: torch.onnx.export returned no program")
     proto = program.model_proto
