@@ -172,7 +172,7 @@ def main() -> None:
         print(f"{label:<36}{int(result['tile']):>6}{seconds:>10.1f}{cpu:>8.1f}{peak:>14.2f}", flush=True)
     print(f"\ntiled ({args.tile} px, overlap 32) vs untiled on 512² photo crops, gaussian blur (PSNR to the sharp):")
     quality = tiling_quality(args.weights, args.photos, args.count, args.tile)
-    for statistics in ("tile", "image"):
+    for statistics in ("tile", "image") if quality["photos"] else ():
         print(f"{statistics} statistics: at most {quality[f'{statistics}_max_gap_db']:.3f} dB from untiled, at least "
               f"{quality[f'{statistics}_min_psnr_to_whole']:.1f} dB to the untiled output, "
               f"{quality[f'{statistics}_seconds']:.1f}s (untiled {quality['whole_seconds']:.1f}s) "

@@ -3,17 +3,20 @@ and one 1024² image through eager fp32, eager bf16 (autocast), TorchScript and 
 
 The ceiling: one ``Conv2d(C, C, 3)`` at each width of the network (``C * 2**level`` channels at ``1 / 2**level`` of the
 image side, the shapes its residual blocks run), timed alone in the faster of the two memory layouts (NCHW,
-channels_last). Every level of the network costs about the same FLOPs
-(channels double while pixels quarter), so the ceiling is the harmonic mean of the per-level conv rates: the speed the
-model would reach if all its FLOPs ran like its own 3×3 convs, with no overhead between them.
+channels_last). Every level of the network costs about the same FLOPs (channels double while pixels quarter), so the
+ceiling is the harmonic mean of the per-level conv rates: the speed the model would reach if all its FLOPs ran like
+its own 3×3 convs, with no overhead between them. On a shared machine the load drifts, so every round times the
+ceiling and then each case once, and the ratio is taken within a round (the median over rounds is printed).
 
-    python bench/inference_speed.py --weights models/bdirnet-s1.pt [--size 1024] [--repeats 3]
+    python bench/inference_speed.py --weights models/bdirnet-s1.pt [--size 1024] [--rounds 5]
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import functools
+import statistics
 import tempfile
 import time
 from collections.abc import Callable
@@ -27,31 +30,32 @@ from bdirnet.model import forward_flops
 from bdirnet.weights import load_weights
 
 
-def seconds(run: Callable[[], object], repeats: int) -> float:
-    """Best of ``repeats`` timed calls after one warm-up (the machine is shared: the best is the least disturbed)."""
+def seconds(run: Callable[[], object]) -> float:
+    started = time.perf_counter()
     run()
-    best = float("inf")
-    for _ in range(repeats):
-        started = time.perf_counter()
-        run()
-        best = min(best, time.perf_counter() - started)
-    return best
+    return time.perf_counter() - started
 
 
-def conv_ceiling(width: int, levels: int, size: int, repeats: int) -> tuple[list[float], float]:
-    """GFLOP/s of a lone 3×3 conv at every level's width and resolution, and their harmonic mean."""
-    rates = []
+def ceiling_convs(width: int, levels: int, size: int) -> list[tuple[int, Callable[[], object]]]:
+    """(FLOPs, call) of a lone 3×3 conv at every level's width and resolution, in its faster memory layout."""
+    convs = []
     for level in range(levels + 1):
         channels, side = width * 2**level, size // 2**level
         flops = 2 * channels * channels * 9 * side * side
-        best = 0.0
-        for layout in (torch.contiguous_format, torch.channels_last):  # the faster layout of each conv counts
+        candidates = []
+        for layout in (torch.contiguous_format, torch.channels_last):
             conv = nn.Conv2d(channels, channels, 3, padding=1).eval().to(memory_format=layout)  # type: ignore[call-overload]
             features = torch.rand(1, channels, side, side).contiguous(memory_format=layout)
-            with torch.no_grad():
-                took = seconds(lambda conv=conv, features=features: conv(features), repeats)
-            best = max(best, flops / took / 1e9)
-        rates.append(best)
+            call = functools.partial(conv, features)
+            call()  # warm-up
+            candidates.append((min(seconds(call) for _ in range(2)), call))
+        convs.append((flops, min(candidates, key=lambda c: c[0])[1]))
+    return convs
+
+
+def ceiling_rate(convs: list[tuple[int, Callable[[], object]]]) -> tuple[list[float], float]:
+    """GFLOP/s of each conv (timed once now) and their harmonic mean."""
+    rates = [flops / seconds(call) / 1e9 for flops, call in convs]
     return rates, len(rates) / sum(1 / r for r in rates)
 
 
@@ -59,7 +63,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--weights", required=True, help="a weights file, e.g. models/bdirnet-s1.pt")
     parser.add_argument("--size", type=int, default=1024, help="side of the square test image (px)")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5, help="rounds of ceiling + every case")
     args = parser.parse_args()
     torch.set_grad_enabled(False)
     network, _ = load_weights(args.weights)
@@ -69,9 +73,7 @@ def main() -> None:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; {args.weights}, {args.size}² image, "
           f"{flops / 1e9:.1f} GFLOP per forward")  # fmt: skip
 
-    rates, ceiling = conv_ceiling(config.width_channels, config.levels, args.size, args.repeats)
-    widths = ", ".join(f"{config.width_channels * 2**i}ch {r:.0f}" for i, r in enumerate(rates))
-    print(f"3×3 conv ceiling: {ceiling:.1f} GFLOP/s (harmonic mean of {widths} GFLOP/s)")
+    convs = ceiling_convs(config.width_channels, config.levels, args.size)
 
     with tempfile.TemporaryDirectory(prefix="bdirnet-bench-") as folder:
         started = time.perf_counter()
@@ -95,11 +97,24 @@ def main() -> None:
             "TorchScript fp32": lambda: script(image),
             "ONNX Runtime fp32": lambda: onnx(image),
         }
-        print(f"{'case':<26}{'seconds':>9}{'GFLOP/s':>9}{'of ceiling':>12}")
-        for name, run in cases.items():
-            took = seconds(run, args.repeats)
-            rate = flops / took / 1e9
-            print(f"{name:<26}{took:>9.3f}{rate:>9.1f}{rate / ceiling:>11.0%}")
+        for run in cases.values():
+            run()  # warm-up
+        ceilings: list[float] = []
+        took: dict[str, list[float]] = {name: [] for name in cases}
+        for _ in range(args.rounds):
+            rates, ceiling = ceiling_rate(convs)
+            ceilings.append(ceiling)
+            for name, run in cases.items():
+                took[name].append(seconds(run))
+        widths = ", ".join(f"{config.width_channels * 2**i}ch {r:.0f}" for i, r in enumerate(rates))
+        print(f"3×3 conv ceiling: median {statistics.median(ceilings):.1f} GFLOP/s over {args.rounds} rounds "
+              f"(last round: harmonic mean of {widths} GFLOP/s)")  # fmt: skip
+        print(f"{'case':<26}{'seconds':>9}{'GFLOP/s':>9}{'of ceiling':>12}   (medians over rounds)")
+        for name, times in took.items():
+            ratios = [flops / t / 1e9 / c for t, c in zip(times, ceilings, strict=True)]
+            seconds_median = statistics.median(times)
+            print(f"{name:<26}{seconds_median:>9.3f}{flops / seconds_median / 1e9:>9.1f}"
+                  f"{statistics.median(ratios):>11.0%}")  # fmt: skip
 
 
 if __name__ == "__main__":
