@@ -6,6 +6,11 @@
   from S3 (boto3; ``AWS_ENDPOINT_URL`` for S3-compatible servers), skipping unchanged files.
 - ``bdirnet deblur INPUT... -o OUTDIR``: restore your own photos (files, folders, globs) with the champion (or
   ``--model``), tiled to fit ``--max-memory``; one line per bad file, exit code 1 when any failed.
+- ``bdirnet export --format onnx|torchscript --model SPEC -o FILE``: the model for onnxruntime or TorchScript, any
+  batch and H×W (the graph pads to the network's multiple and crops back); ``bdirnet deblur --model FILE`` runs it.
+- ``bdirnet serve-request photo.jpg > request.json`` / ``bdirnet serve-response response.json --photo photo.jpg -o
+  restored.png``: the JSON body for ``mlflow models serve`` and the restored photo from its answer (EXIF, ICC, alpha,
+  grayscale and bit depth of the original); ``bdirnet deblur --server URL`` sends every photo (or tile) itself.
 - ``bdirnet with-ray -- dvc repro``: run a command with one local Ray head that all its stages join
   (``RAY_ADDRESS``), stopped at the end, on failure and on Ctrl-C; ``scripts/study.sh`` uses it.
 - ``bdirnet set-params params.quick.yaml``: the file's overrides as ``dvc exp run`` arguments, one per line
@@ -38,15 +43,31 @@ def main(argv: list[str] | None = None) -> int:
     deblur = commands.add_parser("deblur", help="restore your own photos: bdirnet deblur my_photo.jpg -o restored/")
     deblur.add_argument("inputs", nargs="+", help="photo files, folders (their photos) or globs")
     deblur.add_argument("-o", "--out", type=Path, default=Path("restored"), help="output folder (default: restored/)")
-    model_help = "models:/bdirnet@<alias>, models:/bdirnet/<version>, or a weights file models/<run>.pt"
-    deblur.add_argument("--model", default="models:/bdirnet@champion", help=model_help)
+    model_help = ("models:/bdirnet@<alias>, models:/bdirnet/<version>, a weights file models/<run>.pt, "
+                  "or a file of bdirnet export (.onnx, TorchScript .pt)")  # fmt: skip
+    deblur.add_argument("--model", default=None, help=model_help + " (default: models:/bdirnet@champion)")
+    deblur.add_argument("--server", default=None, help="restore on `mlflow models serve` at this URL")
     deblur.add_argument("--tile", type=int, default=None, help="tile size in px (default: from --max-memory)")
     deblur.add_argument("--tile-overlap", type=int, default=32, help="overlap of neighbouring tiles in px")
+    deblur.add_argument("--statistics", choices=("auto", "image", "tile"), default="auto",
+                        help="tiles normalise with the whole image's statistics (image: as untiled, one pass per "
+                        "SAID/SAIR layer) or their own (tile: one pass); auto: image for a torch model")  # fmt: skip
     deblur.add_argument("--max-memory", type=float, default=2.0, help="memory budget in GiB for automatic tiling")
     deblur.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     deblur.add_argument("--bf16", action="store_true", help="bf16 autocast (faster on AMX CPUs and recent GPUs)")
     deblur.add_argument("--suffix", default="_deblurred", help="added to each output name (default: _deblurred)")
     deblur.add_argument("--ext", default=None, help="output format by extension, e.g. png (default: the input's)")
+    export = commands.add_parser("export", help="export a model: bdirnet export --format onnx -o bdirnet.onnx")
+    export.add_argument("--format", choices=("onnx", "torchscript"), default="onnx")
+    export.add_argument("--model", default="models:/bdirnet@champion", help=model_help)
+    export.add_argument("-o", "--out", type=Path, required=True, help="the file to write (e.g. bdirnet.onnx)")
+    serve_request = commands.add_parser("serve-request", help="the JSON body for mlflow models serve: photo -> stdout")
+    serve_request.add_argument("photo", type=Path)
+    serve_request.add_argument("-o", "--out", type=Path, default=None, help="write here instead of stdout")
+    serve_response = commands.add_parser("serve-response", help="the restored photo from a served model's answer")
+    serve_response.add_argument("response", type=Path, help="the server's JSON answer (curl ... > response.json)")
+    serve_response.add_argument("--photo", type=Path, required=True, help="the photo the request was made from")
+    serve_response.add_argument("-o", "--out", type=Path, required=True, help="the restored photo to write")
     set_params = commands.add_parser("set-params", help="print a YAML overrides file as dvc exp run -S arguments")
     set_params.add_argument("overrides", type=Path)
     set_params.add_argument("--base", type=Path, default=Path("params.yaml"), help="the params every key must exist in")
@@ -62,6 +83,10 @@ def main(argv: list[str] | None = None) -> int:
         return run_in_ray_session(command)
     if args.command == "deblur":
         return deblur_command(args)
+    if args.command == "export":
+        return export_command(args)
+    if args.command in ("serve-request", "serve-response"):
+        return serve_command(args)
     if args.command == "set-params":
         from bdirnet.config import ConfigError, set_param_arguments
 
@@ -132,6 +157,55 @@ def collect_inputs(specs: list[str]) -> tuple[list[Path], list[str]]:
     return found, missing
 
 
+def export_command(args: argparse.Namespace) -> int:
+    """``bdirnet export``: load ``--model`` and write it as ONNX or TorchScript."""
+    import time
+
+    from bdirnet.deblur import load_network
+    from bdirnet.export import ExportedNetwork, export_network
+
+    try:
+        network = load_network(args.model)
+        if isinstance(network, ExportedNetwork):
+            raise ValueError(f"{args.model}: already an exported model; export a weights file or a registry version")
+        started = time.perf_counter()
+        export_network(network, args.out, args.format)
+    except (ValueError, FileNotFoundError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    size_mb = args.out.stat().st_size / 1e6
+    print(f"export: {args.model} -> {args.out} ({args.format}, {size_mb:.1f} MB, {time.perf_counter() - started:.1f}s)")
+    return 0
+
+
+def serve_command(args: argparse.Namespace) -> int:
+    """``bdirnet serve-request`` / ``serve-response``: a photo to the JSON a served model takes, and its answer back
+    to a photo in the original's layout and metadata."""
+    from bdirnet.deblur import read_photo, write_photo
+    from bdirnet.images import atomic_write
+    from bdirnet.serving import parse_response, request_body
+
+    try:
+        if args.command == "serve-request":
+            body = request_body(read_photo(args.photo).tensor())
+            if args.out is None:
+                sys.stdout.buffer.write(body + b"\n")
+            else:
+                atomic_write(args.out, body)
+            return 0
+        photo = read_photo(args.photo)
+        restored = parse_response(args.response.read_bytes(), str(args.response))
+        expected = tuple(photo.tensor().shape)
+        if tuple(restored.shape) != expected:
+            raise ValueError(f"{args.response}: restored shape {tuple(restored.shape)}, but {args.photo} is {expected}")
+        write_photo(args.out, photo, restored.clamp(0, 1))
+    except (ValueError, OSError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(f"serve-response: {args.response} -> {args.out}")
+    return 0
+
+
 def deblur_command(args: argparse.Namespace) -> int:
     """``bdirnet deblur``: restore every photo; a bad file gets one line and the others go on."""
     import time
@@ -158,12 +232,22 @@ def deblur_command(args: argparse.Namespace) -> int:
     if device == "cuda" and not torch.cuda.is_available():
         print("error: --device cuda: no CUDA device here", file=sys.stderr)
         return 2
+    from bdirnet.export import ExportedNetwork
+    from bdirnet.serving import RemoteNetwork
+
+    if args.server and (args.model or args.bf16):
+        print("error: --server restores on the server: drop --model and --bf16", file=sys.stderr)
+        return 2
     try:
-        network = load_network(args.model)
+        network = RemoteNetwork(args.server) if args.server else load_network(args.model or "models:/bdirnet@champion")
     except (ValueError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    per_pixel = activation_bytes_per_pixel(network)  # once per network, not once per photo
+    if args.bf16 and isinstance(network, ExportedNetwork):
+        print(f"error: --bf16: {args.model} is an exported float32 model; drop --bf16", file=sys.stderr)
+        return 2
+    # Once per network, not once per photo; a server restores whole photos unless --tile says otherwise.
+    per_pixel = None if args.server else activation_bytes_per_pixel(network)
     failed: list[str] = []
     seconds_total = 0.0
     args.out.mkdir(parents=True, exist_ok=True)
@@ -181,8 +265,9 @@ def deblur_command(args: argparse.Namespace) -> int:
             image = photo.tensor()
             height, width = image.shape[-2:]
             budget = int(args.max_memory * 2**30)
-            tile = args.tile or tile_for_memory(network, height, width, budget, per_pixel)
-            restored = restore(network, image, tile=tile, overlap=args.tile_overlap, device=device, bf16=args.bf16)
+            tile = args.tile or (tile_for_memory(network, height, width, budget, per_pixel) if per_pixel else None)
+            restored = restore(network, image, tile=tile, overlap=args.tile_overlap, device=device, bf16=args.bf16,
+                               statistics=args.statistics)  # fmt: skip
             write_photo(target, photo, restored)
             seconds = time.perf_counter() - started
         except (ValueError, OSError) as error:

@@ -6,8 +6,8 @@
 - :func:`read_photo` / :func:`write_photo`: EXIF orientation applied, EXIF (orientation reset) and ICC written back,
   grayscale stays grayscale, alpha passes through untouched, 16-bit PNG/TIFF stays 16-bit; the bomb limit and the
   decoder checks of :mod:`bdirnet.images`; output written to a temporary name, then renamed.
-- :func:`load_network`: ``models:/bdirnet@<alias>``, ``models:/bdirnet/<version>`` (MLflow registry) or a run's
-  weights file ``models/<run>.pt`` (no MLflow needed).
+- :func:`load_network`: ``models:/bdirnet@<alias>``, ``models:/bdirnet/<version>`` (MLflow registry), a run's
+  weights file ``models/<run>.pt`` (no MLflow needed), or an ONNX / TorchScript file of ``bdirnet export``.
 
 Example:
     >>> from bdirnet.deblur import load_network, read_photo, restore, write_photo  # doctest: +SKIP
@@ -19,6 +19,7 @@ Example:
 from __future__ import annotations
 
 import io
+import itertools
 import math
 import struct
 import zlib
@@ -28,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor, nn
 
@@ -42,7 +44,8 @@ def load_network(spec: str, tracking_uri: str | None = None) -> nn.Module:
     """The network named by ``spec``, in eval mode on the CPU.
 
     ``models:/bdirnet@champion`` / ``models:/bdirnet/<version>``: from the MLflow registry (``MLFLOW_TRACKING_URI``,
-    else ``sqlite:///mlflow.db`` here); a ``.pt`` path: a run's weights file (:mod:`bdirnet.weights`).
+    else ``sqlite:///mlflow.db`` here); a ``.pt`` path: a run's weights file (:mod:`bdirnet.weights`) or a TorchScript
+    export; a ``.onnx`` path: an ONNX export, run by onnxruntime (both from ``bdirnet export``, :mod:`bdirnet.export`).
 
     Raises:
         ValueError: naming the spec and what is wrong (missing file, unknown alias or version, unsupported kind).
@@ -70,8 +73,10 @@ def load_network(spec: str, tracking_uri: str | None = None) -> nn.Module:
         model: nn.Module = registry.load_model(uri, version)
         return model.eval()
     path = Path(spec)
-    if path.suffix == ".onnx":
-        raise ValueError(f"{spec}: ONNX models are not supported yet; pass a weights file models/<run>.pt")
+    from bdirnet.export import is_torchscript, load_exported
+
+    if path.suffix.lower() == ".onnx" or is_torchscript(path):
+        return load_exported(path)
     from bdirnet.weights import load_weights
 
     network, _ = load_weights(path)
@@ -119,6 +124,9 @@ def _starts(size: int, tile: int, overlap: int) -> list[int]:
     return sorted(set(starts))
 
 
+STATISTICS = ("auto", "image", "tile")
+
+
 def restore(
     network: nn.Module,
     image: Tensor,
@@ -127,18 +135,26 @@ def restore(
     overlap: int = 32,
     device: torch.device | str = "cpu",
     bf16: bool = False,
+    statistics: str = "auto",
     on_tile: Callable[[int, int], None] | None = None,
 ) -> Tensor:
     """Restore one image, whole (``tile=None``) or in ``tile``-px tiles overlapping by ``overlap`` px.
 
-    Overlaps are blended with a raised-cosine window, so there is no seam. Returns ``(1, 3, H, W)`` float32 on
-    the CPU, in [0, 1]. ``on_tile(done, total)`` reports progress.
+    Overlaps are blended with a raised-cosine window, so there is no seam. ``statistics="image"`` gives every tile
+    the SAID/SAIR statistics of the whole image (:class:`WholeImageStatistics`: one extra pass over the tiles per
+    normalisation layer), so a tiled restoration differs from the whole one only where a tile's convolutions see
+    its border; ``"tile"`` lets each tile use its own (one pass); ``"auto"``: ``"image"`` for a torch network with
+    SAID/SAIR layers, else ``"tile"`` (an export or a server, whose layers cannot be reached; a local network, for
+    which both are the same). Returns ``(1, 3, H, W)`` float32 on the CPU, in [0, 1]. ``on_tile(done, total)``
+    reports progress (of the final pass).
     """
     check_image(image)
     device = torch.device(device)
     height, width = image.shape[-2:]
     if tile is not None and (tile < 16 or not 0 <= overlap < tile // 2):
         raise ValueError(f"restore: need tile >= 16 and 0 <= overlap < tile / 2, got tile {tile}, overlap {overlap}")
+    if statistics not in STATISTICS:
+        raise ValueError(f"restore: statistics must be one of {STATISTICS}, got {statistics!r}")
     autocast = torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=bf16)
     network = network.to(device).eval()
 
@@ -151,6 +167,34 @@ def restore(
         if on_tile is not None:
             on_tile(1, 1)
         return result
+    from bdirnet.model import SAID, SAIR, statistics_from
+
+    normalising = any(isinstance(module, (SAID, SAIR)) for module in network.modules())
+    if statistics == "image" and not normalising:
+        raise ValueError("restore: statistics='image' needs a torch BDIRNet (its SAID/SAIR layers), not an export")
+    if statistics == "tile" or not normalising:
+        return _blend(run, image, tile, overlap, on_tile)
+    # Tiles on the grid of the network's downsampling, over the image padded as the whole restoration pads it, so
+    # every tile's feature maps line up with the whole image's at every level.
+    multiple = int(getattr(network, "multiple", 1))
+    tile, overlap = tile // multiple * multiple, -(-overlap // multiple) * multiple
+    if tile < 2 * overlap + multiple:
+        raise ValueError(f"restore: statistics='image' needs tile >= 2 * overlap + {multiple} on the {multiple}-px "
+                         f"grid, got tile {tile}, overlap {overlap}")  # fmt: skip
+    pad_h, pad_w = (-height) % multiple, (-width) % multiple
+    mode = "reflect" if pad_h < height and pad_w < width else "replicate"
+    padded = F.pad(image, (0, pad_w, 0, pad_h), mode=mode) if pad_h or pad_w else image
+    source = WholeImageStatistics()
+    with statistics_from(source):
+        source.collect(run, padded, tile, overlap, multiple)
+        return _blend(run, padded, tile, overlap, on_tile)[..., :height, :width]
+
+
+def _blend(
+    run: Callable[[Tensor], Tensor], image: Tensor, tile: int, overlap: int, on_tile: Callable[[int, int], None] | None
+) -> Tensor:
+    """Every tile through ``run``, blended with raised-cosine windows over the overlaps."""
+    height, width = image.shape[-2:]
     output = torch.zeros(1, 3, height, width, dtype=torch.float32)
     weight = torch.zeros(1, 1, height, width, dtype=torch.float32)
     tops, lefts = _starts(height, tile, overlap), _starts(width, tile, overlap)
@@ -171,8 +215,97 @@ def restore(
     return (output / weight).clamp(0, 1)
 
 
+class _Collected(Exception):
+    """Raised by :class:`WholeImageStatistics` once a tile's share of the pending statistic is added: the rest of
+    that tile's forward pass is not needed."""
+
+
+def _cores(size: int, tile: int, overlap: int, multiple: int) -> list[tuple[int, int]]:
+    """Each tile's own rows (or columns): the tiles' extents cut in the middle of every overlap, on the
+    ``multiple``-px grid, so the cores partition ``[0, size)``."""
+    starts = _starts(size, tile, overlap)
+    cuts = [0]
+    for before, after in itertools.pairwise(starts):
+        cuts.append(max(after, (before + tile + after) // 2 // multiple * multiple))
+    cuts.append(size)
+    return [(cuts[k] - start, cuts[k + 1] - start) for k, start in enumerate(starts)]
+
+
+class WholeImageStatistics:
+    """The per-channel mean and std every SAID/SAIR normalisation would see on the whole image, gathered tile by tile
+    (a :data:`~bdirnet.model.StatisticsSource`).
+
+    Normalisation layers depend on each other (a layer's input passes through the earlier ones), so they are
+    gathered one per pass, in the order the network runs them: in each pass every tile runs up to the first layer
+    whose statistics are still unknown (the known ones get the whole-image values), adds the sum and sum of squares
+    of that layer's input over the tile's own part of the image (:func:`_cores`, scaled to the feature map), and
+    stops there. Exact up to what a tile's convolutions see differently near its border.
+    """
+
+    def __init__(self, eps: float = 1e-5) -> None:
+        self.eps = eps
+        self.known: dict[tuple[int, str], tuple[Tensor, Tensor]] = {}
+        self.pending: tuple[int, str] | None = None
+        self.sums: Tensor | None = None
+        self.squares: Tensor | None = None
+        self.count = 0
+        self.core = (0, 0, 0, 0)  # top, bottom, left, right of the current tile's own part, in tile pixels
+        self.tile_size = (0, 0)
+        self.passes = 0
+
+    def __call__(self, layer: nn.Module | None, slot: str, features: Tensor) -> tuple[Tensor, Tensor]:
+        key = (id(layer), slot)
+        if key in self.known:
+            mean, std = self.known[key]
+            return mean.to(features), std.to(features)
+        if self.pending is None:
+            self.pending = key
+        elif key != self.pending:
+            raise RuntimeError(f"whole-image statistics: expected layer {self.pending}, the network ran {key}")
+        (th, tw), (top, bottom, left, right) = self.tile_size, self.core
+        scale_h, scale_w = th // features.shape[-2], tw // features.shape[-1]
+        core = features[..., top // scale_h : bottom // scale_h, left // scale_w : right // scale_w].double()
+        sums, squares = core.sum(dim=(0, 2, 3)), (core * core).sum(dim=(0, 2, 3))
+        self.sums = sums if self.sums is None else self.sums + sums
+        self.squares = squares if self.squares is None else self.squares + squares
+        self.count += core.shape[0] * core.shape[2] * core.shape[3]
+        raise _Collected
+
+    def collect(self, run: Callable[[Tensor], Tensor], image: Tensor, tile: int, overlap: int, multiple: int) -> None:
+        """Run passes over the tiles of ``image`` until every statistic is known (a tile then runs through)."""
+        height, width = image.shape[-2:]
+        tops, lefts = _starts(height, tile, overlap), _starts(width, tile, overlap)
+        row_cores, col_cores = _cores(height, tile, overlap, multiple), _cores(width, tile, overlap, multiple)
+        while True:
+            self.passes += 1
+            for top, (core_top, core_bottom) in zip(tops, row_cores, strict=True):
+                for left, (core_left, core_right) in zip(lefts, col_cores, strict=True):
+                    self.tile_size = (min(tile, height - top), min(tile, width - left))
+                    self.core = (core_top, core_bottom, core_left, core_right)
+                    try:
+                        run(image[..., top : top + self.tile_size[0], left : left + self.tile_size[1]])
+                    except _Collected:
+                        continue
+                    return  # nothing was pending: every statistic is known
+            self._finish()
+
+    def _finish(self) -> None:
+        if self.pending is None or self.sums is None or self.squares is None:
+            raise RuntimeError("whole-image statistics: a pass collected nothing")
+        mean = self.sums / self.count
+        variance = (self.squares / self.count - mean * mean).clamp_min(0)
+        std = (variance + self.eps).sqrt()
+        self.known[self.pending] = (mean.float()[None, :, None, None], std.float()[None, :, None, None])
+        self.pending, self.sums, self.squares, self.count = None, None, None, 0
+
+
 def activation_bytes_per_pixel(network: nn.Module, probe_px: int = 64) -> float:
-    """Bytes of every module output per input pixel on a ``probe_px``² image (an upper bound of the peak)."""
+    """Bytes of every module output per input pixel on a ``probe_px``² image (an upper bound of the peak); an exported
+    network carries the value measured on its torch network at export time."""
+    from bdirnet.export import ExportedNetwork
+
+    if isinstance(network, ExportedNetwork):
+        return network.activation_bytes_per_pixel
     total = 0
 
     def count(_: nn.Module, __: object, output: object) -> None:

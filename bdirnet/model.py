@@ -32,7 +32,9 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Protocol, TypeVar, runtime_checkable
 
@@ -90,10 +92,32 @@ def identity_init(conv: nn.Conv2d) -> None:
             conv.bias.zero_()
 
 
-def instance_normalise(features: Tensor, eps: float = 1e-5) -> Tensor:
-    """Remove each sample's per-channel mean and scale (instance norm without affine; any H×W, even 1×1)."""
-    mean, std = instance_stats(features, eps)
-    return (features - mean) / std
+StatisticsSource = Callable[[nn.Module | None, str, Tensor], tuple[Tensor, Tensor]]
+"""``source(layer, slot, features) -> (mean, std)``: where a normalisation takes its statistics from (see
+:func:`statistics_from`). ``layer`` is the SAID/SAIR module, or ``None`` for the bottleneck every SAIR shares."""
+
+_STATISTICS: ContextVar[StatisticsSource | None] = ContextVar("bdirnet_statistics", default=None)
+
+
+@contextmanager
+def statistics_from(source: StatisticsSource) -> Iterator[None]:
+    """Inside this context every SAID/SAIR normalisation takes its ``(mean, std)`` from ``source`` instead of the
+    features' own instance statistics: how tiled inference gives each tile the statistics of the whole image
+    (:func:`bdirnet.deblur.restore` with ``statistics="image"``). Outside, nothing changes."""
+    token = _STATISTICS.set(source)
+    try:
+        yield
+    finally:
+        _STATISTICS.reset(token)
+
+
+def layer_stats(layer: nn.Module | None, slot: str, features: Tensor) -> tuple[Tensor, Tensor]:
+    """The ``(mean, std)`` a normalisation uses: the features' :func:`instance_stats`, or the active
+    :func:`statistics_from` source's."""
+    source = _STATISTICS.get()
+    if source is None:
+        return instance_stats(features)
+    return source(layer, slot, features)
 
 
 class ResidualBlock(nn.Module):
@@ -143,7 +167,8 @@ class SAID(nn.Module):
         if not self.enabled:
             return self.mix(x)
         normalised, kept = x.split([self.normalised_channels, x.shape[1] - self.normalised_channels], dim=1)
-        normalised = instance_normalise(normalised) * self.norm_weight + self.norm_bias
+        mean, std = layer_stats(self, "normalised", normalised)
+        normalised = (normalised - mean) / std * self.norm_weight + self.norm_bias
         return self.mix(torch.cat([normalised, self.gate * kept], dim=1))
 
 
@@ -176,13 +201,14 @@ class SAIR(nn.Module):
         identity_init(self.mix)
 
     def forward(self, x: Tensor, bottleneck: Tensor) -> Tensor:
-        source = bottleneck if self.enabled else x
-        mean, std = instance_stats(source)
+        # The bottleneck's statistics are one quantity, shared by every SAIR (layer None); the baseline's own.
+        mean, std = layer_stats(None, "bottleneck", bottleneck) if self.enabled else layer_stats(self, "source", x)
         gamma, beta = self.predict(torch.cat([mean, std], dim=1).flatten(1)).chunk(2, dim=1)
         gamma, beta = gamma[:, :, None, None], beta[:, :, None, None]
         modulated, kept = x.split([self.modulated_channels, x.shape[1] - self.modulated_channels], dim=1)
         if self.enabled:
-            modulated = instance_normalise(modulated) * (1.0 + gamma) + beta
+            own_mean, own_std = layer_stats(self, "modulated", modulated)
+            modulated = (modulated - own_mean) / own_std * (1.0 + gamma) + beta
         else:
             modulated = modulated * (1.0 + gamma) + beta
         return self.mix(torch.cat([modulated, kept], dim=1))

@@ -19,6 +19,8 @@ import numpy as np
 MODEL_NAME = "bdirnet"
 EXPERIMENT = "bdirnet"
 WEIGHTS_TAG = "weights_sha256"  # a version's identity: the SHA-256 of the weights file it was logged from
+ONNX_TAG = "onnx_artifact"  # where a version's ONNX export lives: runs:/<run id>/export/bdirnet.onnx
+ONNX_ARTIFACT = "export/bdirnet.onnx"
 
 
 class RegistryError(ValueError):
@@ -131,16 +133,28 @@ def log_and_register_model(uri: str, run_id: str, model: Any, code_path: Path, t
 
     The model is saved as a pickled eager module with the ``bdirnet`` package as code, *not* as a
     ``torch.export`` (pt2) graph: MLflow 3 defaults to pt2, which fixes the input shape of the example and then
-    rejects other image sizes. The signature says float32 ``(-1, 3, -1, -1)``.
+    rejects other image sizes. The signature says float32 ``(-1, 3, -1, -1)``, one *unnamed* tensor: the pytorch
+    flavour's pyfunc (``mlflow models serve``) takes an array, and a named tensor would reach it as a dict, which it
+    rejects. Its ONNX export (:func:`bdirnet.export.export_onnx`) is logged into the same run as
+    :data:`ONNX_ARTIFACT`, made before anything is registered, and the version is tagged :data:`ONNX_TAG` with its
+    ``runs:/`` URI.
     """
+    import tempfile
+
     import mlflow
     from mlflow.models import ModelSignature
     from mlflow.types import Schema, TensorSpec
 
-    _client(uri)
+    from bdirnet.export import export_onnx
+
+    client = _client(uri)
+    with tempfile.TemporaryDirectory(prefix="bdirnet-onnx-") as temporary:
+        onnx_file = Path(temporary) / Path(ONNX_ARTIFACT).name
+        export_onnx(model, onnx_file)
+        client.log_artifact(run_id, str(onnx_file), str(Path(ONNX_ARTIFACT).parent))
     signature = ModelSignature(
-        inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, 3, -1, -1), name="blurred")]),
-        outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, 3, -1, -1), name="restored")]),
+        inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, 3, -1, -1))]),
+        outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, 3, -1, -1))]),
     )
     with mlflow.start_run(run_id=run_id):
         info = mlflow.pytorch.log_model(
@@ -154,7 +168,7 @@ def log_and_register_model(uri: str, run_id: str, model: Any, code_path: Path, t
         )
     version = str(info.registered_model_version)
     client = _client(uri)
-    for key, value in tags.items():
+    for key, value in (tags | {ONNX_TAG: f"runs:/{run_id}/{ONNX_ARTIFACT}"}).items():
         client.set_model_version_tag(MODEL_NAME, version, key, value)
     client.set_registered_model_alias(MODEL_NAME, "challenger", version)
     return version
@@ -227,6 +241,20 @@ def ensure_registered(
         log_artifact(uri, run_id, extra_artifact, "weights")
     version = log_and_register_model(uri, run_id, build_model(), code_path, tags | {WEIGHTS_TAG: weights_sha256})
     return Registration(version=version, run_id=run_id, created=True)
+
+
+def download_onnx(uri: str, version: str, folder: Path) -> Path:
+    """The ONNX export of ``bdirnet`` version ``version`` (tag :data:`ONNX_TAG`), downloaded into ``folder``."""
+    import mlflow
+
+    location = version_tags(uri, version).get(ONNX_TAG)
+    if location is None:
+        raise RegistryError(
+            f"version {version} of {MODEL_NAME!r} on {redact_uri(uri)} has no ONNX export (registered before exports "
+            f"were logged); make one with `bdirnet export --model models:/{MODEL_NAME}/{version} -o bdirnet.onnx`"
+        )
+    _client(uri)
+    return Path(mlflow.artifacts.download_artifacts(artifact_uri=location, dst_path=str(folder), tracking_uri=uri))
 
 
 def require_version(uri: str, version: str, weights_sha256: str | None = None, where: str = "") -> None:

@@ -168,6 +168,19 @@ def test_tiled_is_within_0_05_db_of_untiled() -> None:
     assert float(psnr(whole, image)[0]) < 40.0  # the network changes the image
 
 
+def test_whole_image_statistics_make_tiles_match_untiled(network: BDIRNet) -> None:
+    """BDIRNet normalises with per-image statistics: tiles with their own statistics restore visibly differently
+    from the whole image; given the whole image's statistics (gathered tile by tile) they match it. An odd width
+    exercises the padding to the network's multiple."""
+    image = torch.from_numpy(data.astronaut()[100:292, 50:301].copy()).permute(2, 0, 1)[None].float() / 255
+    whole = restore(network, image)
+    own = restore(network, image, tile=96, overlap=16, statistics="tile")
+    shared = restore(network, image, tile=96, overlap=16)  # auto: the whole image's statistics for a BDIRNet
+    assert float(psnr(own, whole)[0]) < 40.0  # the effect is real at this size
+    assert float(psnr(shared, whole)[0]) > 60.0
+    assert abs(float(psnr(shared, image)[0]) - float(psnr(whole, image)[0])) < 0.05
+
+
 def test_no_seam_on_a_smooth_gradient(network: BDIRNet) -> None:
     """The largest horizontal step at tile borders is no larger than the largest step elsewhere."""
     ramp = torch.linspace(0.1, 0.9, 320)

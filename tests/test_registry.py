@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from bdirnet import BDIRNet, ModelConfig, registry
+from bdirnet.export import load_exported
 from bdirnet.runtime import portable_location, resolve_location
 from bdirnet.weights import file_sha256, load_weights, read_weights, save_weights
 
@@ -139,11 +140,16 @@ def test_registration_is_derived_from_the_weights_file(store: str, tmp_path: Pat
     # Again: found by its hash, nothing new written.
     again = ensure(store, weights, run_id=first.run_id)
     assert again == registry.Registration(version="1", run_id=first.run_id, created=False)
-    # The registered model restores like the weights file, at any size.
+    # The registered model restores like the weights file, at any size; so does the ONNX export logged beside it.
     restored = registry.load_model(store, first.version)
     image = torch.rand(1, 3, 45, 71)
     with torch.no_grad():
         assert torch.allclose(restored(image), small_model(image))
+        expected = small_model(image)
+    tag = registry.version_tags(store, first.version)[registry.ONNX_TAG]
+    assert tag == f"runs:/{first.run_id}/export/bdirnet.onnx"
+    onnx_file = registry.download_onnx(store, first.version, tmp_path / "download")
+    assert float((load_exported(onnx_file)(image) - expected).abs().max()) < 1e-4
     # Other weights: a new version, logged into the existing run.
     other = tmp_path / "models" / "other.pt"
     save_weights(other, BDIRNet(ModelConfig(width_channels=8, levels=2)), META)
