@@ -3,6 +3,7 @@ enforces IAM (a user without S3 rights, an unknown access key). Nothing of ours 
 
 from __future__ import annotations
 
+import secrets
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -114,8 +115,9 @@ def test_a_user_without_s3_rights_gets_access_denied(
 def test_an_unknown_access_key_is_named_as_rejected_credentials(
     iam_enforcing_s3: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAUNKNOWNUNKNOWN00")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "wrong")
+    # A key the server never issued, made up at run time: no credential-shaped literal in the repository.
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", f"unknown-{secrets.token_hex(8)}")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", secrets.token_hex(16))
     with pytest.raises(StorageError, match=r"^S3 rejected the credentials \(InvalidAccessKeyId\)"):
         storage.download_folder("s3://locked/raw", tmp_path / "pulled", endpoint=iam_enforcing_s3["endpoint"])
 
