@@ -53,10 +53,10 @@ def psnr(restored: Tensor, sharp: Tensor, data_range: float = 1.0) -> Tensor:
     return 10.0 * torch.log10(data_range**2 / mse)
 
 
-def _gaussian_window(device: torch.device) -> Tensor:
-    radius = SSIM_WINDOW_PX // 2
+def gaussian_window(device: torch.device, radius: int = SSIM_WINDOW_PX // 2, sigma: float = SSIM_SIGMA_PX) -> Tensor:
+    """The normalised 1-D Gaussian ``(2 radius + 1,)`` float64 taps of the SSIM window."""
     x = torch.arange(-radius, radius + 1, dtype=torch.float64, device=device)
-    window = torch.exp(-(x**2) / (2 * SSIM_SIGMA_PX**2))
+    window = torch.exp(-(x**2) / (2 * sigma**2))
     return window / window.sum()
 
 
@@ -77,7 +77,7 @@ def ssim_map(restored: Tensor, sharp: Tensor, data_range: float = 1.0) -> Tensor
         raise ValueError(f"ssim: images must be at least {SSIM_WINDOW_PX}×{SSIM_WINDOW_PX}, got {h}×{w}")
     x = restored.double().reshape(n * c, 1, h, w)
     y = sharp.double().reshape(n * c, 1, h, w)
-    window = _gaussian_window(x.device)
+    window = gaussian_window(x.device)
     row, col = window.view(1, 1, 1, -1), window.view(1, 1, -1, 1)
 
     def blur(image: Tensor) -> Tensor:
@@ -94,16 +94,8 @@ def ssim_map(restored: Tensor, sharp: Tensor, data_range: float = 1.0) -> Tensor
 
 
 def ssim(restored: Tensor, sharp: Tensor, data_range: float = 1.0) -> Tensor:
-    """Structural similarity, one value per image (mean over channels and valid window positions).
-
-    Args:
-        restored: :math:`(N, C, H, W)` with H, W >= 11, values in ``[0, data_range]``.
-        sharp: the reference, same shape.
-        data_range: the peak value (1 for [0, 1] images).
-
-    Returns:
-        :math:`(N,)` float64 tensor.
-    """
+    """Structural similarity, one :math:`(N,)` float64 value per image: the mean of :func:`ssim_map` over channels
+    and valid window positions (same arguments)."""
     return ssim_map(restored, sharp, data_range).flatten(1).mean(dim=1)
 
 

@@ -42,7 +42,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from bdirnet.images import one_line, to_uint8
-from bdirnet.metrics import SSIM_K1, SSIM_K2, SSIM_WINDOW_PX, Metric, psnr, ssim, ssim_map
+from bdirnet.metrics import SSIM_K1, SSIM_K2, SSIM_WINDOW_PX, Metric, gaussian_window, psnr, ssim, ssim_map
 
 __all__ = [
     "DATASET_PROTOCOLS",
@@ -88,12 +88,6 @@ def psnr_rgb8(restored: Tensor, sharp: Tensor) -> Tensor:
     return psnr(_rgb8(restored), _rgb8(sharp), data_range=255.0)
 
 
-def _matlab_window(device: torch.device) -> Tensor:
-    offsets = torch.arange(-MATLAB_SSIM_RADIUS_PX, MATLAB_SSIM_RADIUS_PX + 1, dtype=torch.float64, device=device)
-    weights = torch.exp(-(offsets**2) / (2 * MATLAB_SSIM_SIGMA_PX**2))
-    return weights / weights.sum()
-
-
 def _channel_mixing(window: Tensor, channels: int) -> Tensor:
     """The Gaussian filter along the channel axis with replicate padding, as a ``(C, C)`` matrix: output channel
     ``c`` takes ``window[k]`` of input channel ``clamp(c + k - r, 0, C - 1)`` (for 3 channels and radius 5, most of
@@ -121,7 +115,7 @@ def ssim_matlab_map(restored: Tensor, sharp: Tensor) -> Tensor:
     """MATLAB ``ssim``'s map of two 8-bit H×W×3 images: ``(N, 3, H, W)`` float64 (see the module doc)."""
     _check(restored, sharp, "ssim_matlab")
     x, y = _rgb8(restored), _rgb8(sharp)
-    window = _matlab_window(x.device)
+    window = gaussian_window(x.device, MATLAB_SSIM_RADIUS_PX, MATLAB_SSIM_SIGMA_PX)
     mixing = _channel_mixing(window, x.shape[1])
 
     def blur(images: Tensor) -> Tensor:

@@ -359,13 +359,21 @@ class FitResult:
 
 def completed_epochs(storage_path: str, name: str) -> int:
     """Epochs a Ray Train run of this name has already checkpointed in ``storage_path`` (0 for a new run)."""
+    result = _saved_result(storage_path, name)
+    return int(result.metrics["epoch"]) + 1 if result is not None else 0
+
+
+def _saved_result(storage_path: str, name: str) -> Any:
+    """The ``ray.train.Result`` of run ``name``'s registered checkpoints, or None when it has no checkpoint yet
+    (no run folder, no checkpoint snapshot in it, or no epoch reported)."""
     import ray.train
 
     try:
         result = ray.train.Result.from_path(f"{storage_path.rstrip('/')}/{name}")
-    except (RuntimeError, FileNotFoundError):  # no run folder, or no checkpoint snapshot in it yet
-        return 0
-    return int(result.metrics["epoch"]) + 1 if result.metrics and "epoch" in result.metrics else 0
+    except (RuntimeError, FileNotFoundError):
+        return None
+    has_epoch = result.checkpoint is not None and result.metrics and "epoch" in result.metrics
+    return result if has_epoch else None
 
 
 def fit(
@@ -468,13 +476,8 @@ def _failure_cause(error: BaseException) -> str:
 
 def _kept_checkpoint(storage_path: str, name: str) -> str:
     """Which checkpoint of run ``name`` survives a failure, as a phrase for the error message."""
-    import ray.train
-
-    try:
-        result = ray.train.Result.from_path(f"{storage_path.rstrip('/')}/{name}")
-    except (RuntimeError, FileNotFoundError):
-        return "no checkpoint had been written yet"
-    if result.checkpoint is None or not result.metrics or "epoch" not in result.metrics:
+    result = _saved_result(storage_path, name)
+    if result is None:
         return "no checkpoint had been written yet"
     epoch = int(result.metrics["epoch"]) + 1
     return f"the last good checkpoint (epoch {epoch}) is kept at {checkpoint_uri(result.checkpoint)}"
