@@ -7,7 +7,8 @@ pair can be rebuilt from its record with :func:`apply_degradation`, and any unif
 
 Families (DESIGN.md §2):
 
-- ``motion``: linear motion, length 7-31 px, any angle, uneven speed (``kornia.filters.get_motion_kernel2d``).
+- ``motion``: linear motion, length 7-31 px, any angle, uneven speed (``kornia.filters.get_motion_kernel2d``),
+  moved onto its centre of mass.
 - ``gaussian``: isotropic Gaussian, sigma 0.5-3 px (``kornia.filters.get_gaussian_kernel2d``).
 - ``shake``: camera-shake trajectories (random walk with inertia, Boracchi & Foi 2012 style), rasterised.
 - ``defocus``: anti-aliased disk, radius 2-8 px.
@@ -16,7 +17,9 @@ Families (DESIGN.md §2):
   harm" check of evaluation. Neither a training nor a held-out family by default, never a ``nonuniform``
   component, and it draws nothing but the noise/JPEG parameters.
 
-All kernels are applied with ``kornia.filters.filter2d`` (one kernel per sample), then sensor noise
+Every kernel's centre of mass is its centre, so a blurred image is never shifted against its sharp one (a random
+shift is not learnable: the network learns to leave the blur). All kernels are applied with
+``kornia.filters.filter2d`` (one kernel per sample), then sensor noise
 (Gaussian, sigma <= ``noise_sigma_max``), optional JPEG (``kornia.enhance.jpeg_codec_differentiable``) and
 clipping to [0, 1]. The parameters are drawn on the CPU; the kernels of a whole batch are built at once in torch,
 float64, on the device of the input batch (:func:`batch_kernels`, every family vectorised, grouped by family),
@@ -141,15 +144,63 @@ def sample_params(
 
 
 # --------------------------------------------------------------------------------------------- kernels
+def mass_offsets(kernels: Tensor) -> Tensor:
+    """``(n, 2)``: how far each ``(n, k, k)`` kernel's centre of mass lies from its centre, ``(rows, columns)`` px."""
+    size = kernels.shape[-1]
+    offsets = torch.arange(size, dtype=kernels.dtype, device=kernels.device) - (size - 1) / 2
+    mass = kernels.sum(dim=(1, 2))
+    rows = (kernels.sum(dim=2) * offsets).sum(dim=1) / mass
+    columns = (kernels.sum(dim=1) * offsets).sum(dim=1) / mass
+    return torch.stack([rows, columns], dim=1)
+
+
+def centre_of_mass(kernels: Tensor, margin: int) -> Tensor:
+    """Move every kernel of ``(n, k, k)`` so that its centre of mass is its centre; ``(n, k + 2m, k + 2m)``.
+
+    A kernel whose mass centre is off its centre shifts the blurred image against the sharp one: a pair that is
+    misaligned by a random sub-pixel to several-pixel offset, which no network can learn to undo, so it learns to
+    leave the blur. Each kernel is zero-padded by ``margin`` and resampled at its own offset with linear
+    interpolation (two taps per axis), which moves the mass centre by exactly that offset and keeps the sum, as
+    long as the moved kernel fits: the caller's ``margin`` bounds the offset plus one tap.
+    """
+    padded = F.pad(kernels, (margin, margin, margin, margin))
+    offsets = mass_offsets(padded)
+    if bool((offsets.abs() > margin - 1).any()):
+        raise ValueError(f"centre_of_mass: a kernel's mass centre is {offsets.abs().max():.2f} px off, beyond the margin {margin}")
+    size = padded.shape[-1]
+    taps = torch.arange(size, dtype=padded.dtype, device=padded.device)
+    columns = (taps[None, None, :] + offsets[:, 1, None, None]).expand(-1, size, size)
+    rows = (taps[None, :, None] + offsets[:, 0, None, None]).expand(-1, size, size)
+    grid = torch.stack([columns, rows], dim=-1) * (2 / (size - 1)) - 1
+    moved = F.grid_sample(padded[:, None], grid, mode="bilinear", padding_mode="zeros", align_corners=True)[:, 0]
+    return moved / moved.sum(dim=(1, 2), keepdim=True)
+
+
+def motion_margin(length_px: int) -> int:
+    """How far a motion kernel of ``length_px`` grows on each side when centred on its centre of mass.
+
+    Uneven speed puts the mass centre of a line of ``L`` taps up to ``(L - 1) / 6`` from its middle (a ramp of
+    weights from 0 to 1); bilinear rotation adds at most half a pixel and the fractional shift one more tap.
+    """
+    return math.ceil((length_px - 1) / 6 + 0.5) + 1
+
+
+def motion_kernel_px(length_px: int) -> int:
+    """The side of the centred motion kernel of a ``length_px`` line: ``length_px + 2 * motion_margin``."""
+    return length_px + 2 * motion_margin(length_px)
+
+
 def motion_kernel(kernel_px: int, angle_deg: float, direction: float) -> Tensor:
-    """Linear motion kernel, ``(kernel_px, kernel_px)``, sum 1 (kornia's line, rotated bilinearly)."""
+    """Linear motion kernel, sum 1: kornia's line of ``kernel_px`` taps, rotated bilinearly, then moved so that its
+    centre of mass is the kernel's centre (:func:`centre_of_mass`); side :func:`motion_kernel_px`."""
     kernel = kornia.filters.get_motion_kernel2d(
         kernel_px,
         torch.tensor([angle_deg], dtype=torch.float64),
         torch.tensor([direction], dtype=torch.float64),
         mode="bilinear",
-    )[0]
-    return kernel / kernel.sum()
+    )
+    kernel = kernel / kernel.sum()
+    return centre_of_mass(kernel, motion_margin(kernel_px))[0]
 
 
 def gaussian_kernel_px(sigma_px: float) -> int:
@@ -213,22 +264,25 @@ def shake_trajectory(rng: np.random.Generator, length_px: float, num_steps: int 
 def shake_kernel(kernel_px: int, trajectory_seed: int) -> Tensor:
     """Rasterised camera-shake kernel, ``(kernel_px, kernel_px)``, sum 1, a connected path.
 
-    The trajectory is densified to steps of at most 0.25 px and splatted bilinearly, so the support is
-    8-connected.
+    The trajectory is centred on its arc-length centroid and scaled to reach at most ``(kernel_px - 3) / 2`` px from
+    it, densified to steps of at most 0.25 px, moved so that the mean of the densified points is the kernel's centre,
+    and splatted bilinearly: the support is 8-connected, and the kernel's centre of mass is its centre (a bilinear
+    splat keeps the mean position), so the blurred image is not shifted against the sharp one.
     """
     rng = np.random.default_rng(trajectory_seed)
     positions = shake_trajectory(rng, length_px=float(kernel_px))
-    positions = positions - (positions.real.min() + positions.real.max()) / 2
-    positions = positions - 1j * (positions.imag.min() + positions.imag.max()) / 2
-    extent = max(np.ptp(positions.real), np.ptp(positions.imag), 1e-6)
-    positions = positions * min(1.0, (kernel_px - 3) / extent)
+    lengths = np.abs(np.diff(positions))
+    positions = positions - ((positions[:-1] + positions[1:]) / 2 * lengths).sum() / lengths.sum()
+    extent = max(np.abs(positions.real).max(), np.abs(positions.imag).max(), 1e-6)
+    positions = positions * min(1.0, (kernel_px - 3) / 2 / extent)
     segment_lengths = np.abs(np.diff(positions))
     samples = []
     for start, end, seg in zip(positions[:-1], positions[1:], segment_lengths, strict=True):
         count = max(2, math.ceil(seg / 0.25) + 1)
         samples.append(start + (end - start) * np.linspace(0.0, 1.0, count, endpoint=False))
     samples.append(positions[-1:])
-    points = np.concatenate(samples) + (kernel_px // 2) * (1 + 1j)
+    points = np.concatenate(samples)
+    points = points - points.mean() + (kernel_px // 2) * (1 + 1j)
     kernel = np.zeros((kernel_px, kernel_px), dtype=np.float64)
     x0 = np.floor(points.real).astype(int)
     y0 = np.floor(points.imag).astype(int)
@@ -275,7 +329,8 @@ def _centred(size: int, device: torch.device) -> Tensor:
 
 
 def motion_kernels(params: Sequence[Params], device: torch.device) -> Tensor:
-    """:func:`motion_kernel` of every record, batched: the weighted line rotated with bilinear sampling.
+    """:func:`motion_kernel` of every record, batched: the weighted line rotated with bilinear sampling, centred on
+    its centre of mass.
 
     ``kornia.geometry.transform.rotate`` (``align_corners=True``) samples the unrotated kernel at
     ``R(-angle) (p - c) + c`` with zero padding; here that sampling is written out for every record at once, in
@@ -301,7 +356,8 @@ def motion_kernels(params: Sequence[Params], device: torch.device) -> Tensor:
     kernel = row * (((x0 + 1) - x) * line(x0) + (x - x0) * line(x0 + 1))
     kernel = torch.where((u.abs() <= half) & (v.abs() <= half), kernel, 0.0)
     kernel = kernel / kernel.sum(dim=(1, 2), keepdim=True)  # kornia's normalisation
-    return kernel / kernel.sum(dim=(1, 2), keepdim=True)  # and motion_kernel's
+    kernel = kernel / kernel.sum(dim=(1, 2), keepdim=True)  # and motion_kernel's
+    return centre_of_mass(kernel, motion_margin(size))
 
 
 def gaussian_kernels(params: Sequence[Params], device: torch.device) -> Tensor:
@@ -340,8 +396,9 @@ def shake_kernels(params: Sequence[Params], device: torch.device) -> Tensor:
     """:func:`shake_kernel` of every record, batched.
 
     The trajectories are drawn per record on the CPU (:func:`shake_trajectory` is a sequential walk on numpy's
-    generator, RNG-bound); centring and scaling are done for all of them at once, then the densification and
-    the bilinear splat run in torch on ``device``, the splat tap by tap in the reference's order.
+    generator, RNG-bound); centring and scaling are done for all of them at once, then the densification, the
+    centring on the points' mean and the bilinear splat run in torch on ``device``, the splat tap by tap in the
+    reference's order.
     """
     sizes = np.array([int(p["kernel_px"]) for p in params])
     size = int(sizes.max())
@@ -351,11 +408,11 @@ def shake_kernels(params: Sequence[Params], device: torch.device) -> Tensor:
             for p, k in zip(params, sizes, strict=True)
         ]
     )
+    arc = np.abs(np.diff(positions, axis=1))
+    positions = positions - (((positions[:, :-1] + positions[:, 1:]) / 2 * arc).sum(axis=1) / arc.sum(axis=1))[:, None]
     x, y = positions.real, positions.imag
-    x = x - ((x.min(axis=1) + x.max(axis=1)) / 2)[:, None]
-    y = y - ((y.min(axis=1) + y.max(axis=1)) / 2)[:, None]
-    extent = np.maximum(np.maximum(np.ptp(x, axis=1), np.ptp(y, axis=1)), 1e-6)
-    scale = np.minimum(1.0, (sizes - 3) / extent)[:, None]
+    extent = np.maximum(np.maximum(np.abs(x).max(axis=1), np.abs(y).max(axis=1)), 1e-6)
+    scale = np.minimum(1.0, (sizes - 3) / 2 / extent)[:, None]
     x, y = x * scale, y * scale
     lengths = np.abs(np.diff(x + 1j * y, axis=1))  # (n, steps - 1), as the reference's np.abs of a complex diff
     counts = np.maximum(2, np.ceil(lengths / 0.25) + 1).astype(np.int64)
@@ -374,6 +431,9 @@ def shake_kernels(params: Sequence[Params], device: torch.device) -> Tensor:
     record = torch.cat([segment // steps, torch.arange(len(params), device=device)])
     px = torch.cat([x_start + (x_end - x_start) * fraction, xs[:, -1]])
     py = torch.cat([y_start + (y_end - y_start) * fraction, ys[:, -1]])
+    points = torch.bincount(record, minlength=len(params)).to(torch.float64)
+    px = px - torch.zeros(len(params), dtype=torch.float64, device=device).index_add_(0, record, px)[record] / points[record]
+    py = py - torch.zeros(len(params), dtype=torch.float64, device=device).index_add_(0, record, py)[record] / points[record]
     half = torch.from_numpy(sizes // 2).to(device=device, dtype=torch.float64)[record]
     px, py = px + half, py + half
     x0, y0 = px.floor(), py.floor()
@@ -461,7 +521,7 @@ BLUR_FAMILIES: dict[str, BlurFamily] = {
             _draw_motion,
             kernel=lambda p: motion_kernel(int(p["kernel_px"]), float(p["angle_deg"]), float(p["direction"])),
             kernels=motion_kernels,
-            kernel_px=lambda p: int(p["kernel_px"]),
+            kernel_px=lambda p: motion_kernel_px(int(p["kernel_px"])),
         ),
         BlurFamily(
             "gaussian",
