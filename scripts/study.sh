@@ -4,6 +4,7 @@
 #   bash scripts/study.sh            the default study: BDIRNet and its foils, 2 seeds each, on the fetched photos
 #   bash scripts/study.sh --quick    the quick set as a DVC experiment (`dvc exp run` with params.quick.yaml)
 #   bash scripts/study.sh --full     the full study with the ablations (no_said, no_sair, no_latent), params.full.yaml
+#   bash scripts/study.sh --gpu      the default variants at GPU size (width 48, 4 levels, 256² patches, 40 epochs), params.gpu.yaml
 # Other extra arguments go to `dvc repro` (e.g. `--force`). The study's product is the `robustness` stage; only the
 # stages it needs run (with ingest.dataset: skimage, the photo fetch is never run). Every stage joins one local Ray
 # head (`bdirnet with-ray`), stopped at the end, on failure and on Ctrl-C; with RAY_ADDRESS set, they join that
@@ -17,7 +18,7 @@ bash scripts/setup.sh
 source scripts/env.sh
 start=$(date +%s)
 case "${1:-}" in
-  --quick|--full)
+  --quick|--full|--gpu)
     overrides_file="params.${1#--}.yaml"
     shift
     mapfile -t overrides < <(bdirnet set-params "$overrides_file")
