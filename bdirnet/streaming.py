@@ -39,6 +39,7 @@ from bdirnet.deadleaves import dead_leaves
 from bdirnet.degrade import apply_degradation, sample_params
 from bdirnet.images import decode_png, to_tensor, to_uint8
 from bdirnet.paired import PairRecord
+from bdirnet.pairs import PAIRED_FOLDER
 
 # Decoded photos an actor keeps (an LRU would evict at random under uniform sampling; bounded for huge sets).
 MAX_CACHED_PHOTOS = 4096
@@ -98,8 +99,9 @@ def make_plan(
 ) -> StreamPlan:
     """The stream's plan over the train photos that can hold a ``patch_px`` crop; ``dead_leaves_share`` of the
     rows get a procedural dead leaves image (:mod:`bdirnet.deadleaves`) as their sharp side instead, and
-    ``paired_share`` of them are patches of real train pairs of ``paired`` (the ingested paired datasets, files
-    relative to ``ingested_dir``), from ``paired_datasets`` (empty: all of them).
+    ``paired_share`` of them are patches of real train pairs of ``paired`` (the ingested paired datasets as
+    :func:`bdirnet.paired.read_paired_datasets` reads ``<ingested_dir>/paired``), from ``paired_datasets`` (empty:
+    all of them).
 
     Raises:
         ValueError: no usable train photo; a real-pair share without a usable train pair, or naming a dataset that
@@ -143,7 +145,7 @@ def make_plan(
         jpeg_quality_min=degrade.jpeg_quality_min,
         dead_leaves_share=dead_leaves_share,
         paired_share=paired_share if real else 0.0,
-        paired_files=tuple((r.blurred, r.sharp[0]) for _, r in real),
+        paired_files=tuple((f"{PAIRED_FOLDER}/{r.blurred}", f"{PAIRED_FOLDER}/{r.sharp[0]}") for _, r in real),
         paired_sizes=tuple((r.height, r.width) for _, r in real),
         paired_families=tuple(d for d, _ in real),
     )

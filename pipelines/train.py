@@ -84,7 +84,8 @@ def main() -> None:
         paired = read_paired_datasets(ns.ingested / PAIRED_FOLDER)
         used = set(plan.paired_files)
         stream_identity["paired"] = sorted(sha for records_ in paired.values() for r in records_
-                                           if (r.blurred, r.sharp[0]) in used for sha in r.sha256)  # fmt: skip
+                                           if (f"{PAIRED_FOLDER}/{r.blurred}", f"{PAIRED_FOLDER}/{r.sharp[0]}") in used
+                                           for sha in r.sha256)  # fmt: skip
 
     data_hash = folder_digest(f"{pairs_root}/val", extra=json.dumps(stream_identity, sort_keys=True))
     name = run_name(train_config, model_config, data_hash)

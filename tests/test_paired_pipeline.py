@@ -146,8 +146,7 @@ def test_stream_mixes_real_pairs_by_share(skimage_ingested: Path, paired_ingeste
     for entry in skimage_ingested.iterdir():
         (ingested / entry.name).symlink_to(entry)
     (ingested / "paired").symlink_to(paired_ingested / "paired")
-    datasets = {d: [replace(r, blurred=f"paired/{r.blurred}", sharp=[f"paired/{s}" for s in r.sharp]) for r in rs]
-                for d, rs in read_paired_datasets(ingested / "paired").items()}  # fmt: skip
+    datasets = read_paired_datasets(ingested / "paired")  # as the train stage reads them
     records = read_manifest(ingested)
     plan = make_plan(records, ingested, 32, 3, 200, DEGRADE, paired=datasets, paired_share=0.5,
                      paired_datasets=("tiny",))  # fmt: skip
