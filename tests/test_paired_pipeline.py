@@ -5,8 +5,11 @@ datasets, the val/test plan, the stream's rows and its identity are exactly thos
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
+import subprocess
+import sys
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -14,6 +17,8 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import torch
+import yaml
+from PIL import Image
 from torch import nn
 
 from bdirnet.config import ConfigError, DegradeConfig, EvaluateConfig, IngestConfig, PairsConfig, StudyConfig, TrainConfig
@@ -21,14 +26,14 @@ from bdirnet.datasets import read_manifest
 from bdirnet.degrade import FAMILIES
 from bdirnet.images import decode_png, read_png
 from bdirnet.metrics import psnr
-from bdirnet.paired import carve_val, ingest_paired_root, read_paired_datasets
+from bdirnet.paired import LAYOUTS, carve_val, ingest_paired_root, read_paired_datasets
 from bdirnet.paired_eval import evaluate_paired
 from bdirnet.pairs import PAIRED_SLOT, decode_pairs, plan_crops, plan_paired_crops, write_pairs
 from bdirnet.protocols import psnr_rgb8, ssim_matlab
 from bdirnet.robustness import build, render_markdown
 from bdirnet.streaming import TrainPairMaker, draw_row, make_plan, plan_identity, read_photos
 
-from .test_paired import make_generic, make_gopro
+from .test_paired import REPO, make_generic, make_gopro, sharp_photo
 
 RULES = IngestConfig(dataset="pairs", min_side_px=32, min_test_photos=0, min_val_photos=0, val_percent=15)
 DEGRADE = DegradeConfig(none_share=0.2)
@@ -215,3 +220,33 @@ def test_report_has_a_column_per_paired_dataset() -> None:
     header = next(line for line in markdown.splitlines() if line.startswith("| variant | gaussian"))
     assert "gopro (real, gopro_hide)" in header
     assert "| bdirnet | 20.00 ± 0.00 | 20.00 ± 0.00 | 25.00 ± 0.00 |" in markdown
+
+
+def ingest_stage(raw_root: Path, paired_root: Path, out: Path, tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump({"ingest": {**dataclasses.asdict(RULES), "dataset": "photos"}}))
+    command = [sys.executable, "pipelines/ingest.py", "--params", str(params), "--raw-root", str(raw_root),
+               "--paired-root", str(paired_root), "--out", str(out)]  # fmt: skip
+    return subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300, check=False)
+
+
+def test_ingest_stage_takes_the_paired_root_and_names_a_bad_folder(tmp_path: Path) -> None:
+    """Photos and data/raw/paired/ in one ingest; a folder there in no layout stops it with one line naming it."""
+    photos = tmp_path / "raw" / "photos"
+    photos.mkdir(parents=True)
+    for index, name in enumerate(("astronaut", "coffee", "chelsea")):
+        Image.fromarray(sharp_photo(index)).resize((160, 120)).save(photos / f"{name}.png")
+    paired = tmp_path / "raw" / "paired"
+    make_generic(paired / "mine")
+    (paired / "README.md").write_text("kept in git\n")
+    result = ingest_stage(tmp_path / "raw", paired, tmp_path / "ingested", tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "ingest: paired " in result.stdout and "(generic layout): 3 pairs {'mine': {'test': 3}}" in result.stdout
+    assert sorted(read_paired_datasets(tmp_path / "ingested" / "paired")) == ["mine"]
+    (paired / "stray").mkdir()
+    Image.fromarray(sharp_photo(0)).save(paired / "stray" / "x.png")
+    result = ingest_stage(tmp_path / "raw", paired, tmp_path / "again", tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"error: {paired / 'stray'}: no paired layout recognised; expected one of: " + "; ".join(LAYOUTS.values())
+    ]

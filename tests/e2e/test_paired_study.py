@@ -29,7 +29,7 @@ PAIRS = [("astronaut", "train", "motion"), ("coffee", "train", "gaussian"), ("ch
 PARAMS = {
     **TINY_PARAMS,
     "study": {"variants": ["bdirnet"], "seeds": [0], "promote_variant": "bdirnet", "picture_variants": ["bdirnet"]},
-    "train": merge(TINY_PARAMS["train"], {"paired_share": 0.25, "samples_per_epoch": 480}),
+    "train": merge(TINY_PARAMS["train"], {"paired_share": 0.25, "samples_per_epoch": 192}),
     "evaluate": {"tile_px": 96, "overlap_px": 16, "paired_max_images": 0},
 }
 
@@ -87,10 +87,9 @@ def test_every_run_is_scored_on_the_whole_test_images(study: dict[str, Any]) -> 
 
 def test_report_has_the_cross_dataset_column(study: dict[str, Any]) -> None:
     variants = study["robustness"]["variants"]
-    assert variants["bdirnet"]["datasets"]["tiny"]["psnr"] == pytest.approx(study["eval"]["datasets"]["tiny"]["psnr"])
-    assert variants["blurred"]["datasets"]["tiny"]["psnr"] == pytest.approx(
-        study["eval"]["datasets"]["tiny"]["blurred_psnr"]
-    )
+    scored = study["eval"]["datasets"]["tiny"]  # one seed: the report's mean of the per-image values (5 digits)
+    assert variants["bdirnet"]["datasets"]["tiny"]["psnr"] == pytest.approx(scored["psnr"], abs=2e-4)
+    assert variants["blurred"]["datasets"]["tiny"]["psnr"] == pytest.approx(scored["blurred_psnr"], abs=2e-4)
     header = next(line for line in study["markdown"].splitlines() if line.startswith("| variant | "))
     assert header.split(" | ").index("tiny (real, generic)") > header.split(" | ").index("nonuniform (held-out)")
     assert "tiny (real) / bdirnet" in (study["workdir"] / "reports/robustness.csv").read_text()
