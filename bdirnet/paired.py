@@ -49,12 +49,12 @@ __all__ = [
     "carve_val",
     "detect_layout",
     "ingest_paired_root",
-    "read_paired_datasets",
-    "scene_of",
     "ingest_pairs",
     "looks_paired",
+    "read_paired_datasets",
     "read_paired_manifest",
     "scan_pairs",
+    "scene_of",
 ]
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp"})
@@ -525,7 +525,8 @@ def carve_val(records: list[PairRecord], val_percent: int, salt: str) -> list[Pa
         scenes = sorted({r.scene or r.pair_id for r in train}, key=lambda s: (zlib.crc32(f"{salt}{s}".encode()), s))
         if any(r.split == "val" for r in own) or len(scenes) < 2:
             continue
-        want, chosen, taken = len(train) * val_percent / 100, set(), 0
+        want, taken = len(train) * val_percent / 100, 0
+        chosen: set[str] = set()
         for scene in scenes[:-1]:
             if chosen and taken >= want:
                 break
@@ -546,10 +547,14 @@ def ingest_paired_root(paired_root: Path, out_root: Path, rules: IngestConfig) -
         ValueError: two folders give the same dataset name (RealBlur's ``realblur_j`` ...).
     """
     reports: dict[str, PairedIngestReport] = {}
-    folders = sorted(p for p in paired_root.iterdir() if p.is_dir() and p.name[0] not in "._") if paired_root.is_dir() else []
+    folders = (
+        sorted(p for p in paired_root.iterdir() if p.is_dir() and p.name[0] not in "._") if paired_root.is_dir() else []
+    )
     seen: dict[str, Path] = {}
     for folder in folders:
-        report = ingest_pairs(folder, out_root / folder.name, rules, val_percent=rules.val_percent, salt=rules.split_salt)
+        report = ingest_pairs(
+            folder, out_root / folder.name, rules, val_percent=rules.val_percent, salt=rules.split_salt
+        )
         for dataset in report.counts():
             if dataset in seen:
                 raise ValueError(f"{folder}: its pairs are named {dataset!r} like those of {seen[dataset]}; "

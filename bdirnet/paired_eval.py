@@ -113,8 +113,8 @@ def evaluate_dataset(
         for key in (name, f"blurred_{name}"):
             summary[key] = round(float(np.mean([v[key] for v in images.values()])), DIGITS.get(name, 4))
     psnr_name, ssim_name = HEADLINES[protocol]
-    summary |= {"psnr": summary[psnr_name], "ssim": summary[ssim_name],
-                "blurred_psnr": summary[f"blurred_{psnr_name}"], "blurred_ssim": summary[f"blurred_{ssim_name}"]}  # fmt: skip
+    summary |= {"psnr": summary[psnr_name], "ssim": summary[ssim_name]}
+    summary |= {"blurred_psnr": summary[f"blurred_{psnr_name}"], "blurred_ssim": summary[f"blurred_{ssim_name}"]}
     summary["images"] = {pid: {k: round(v, 5) for k, v in values.items()} for pid, values in images.items()}
     return summary
 

@@ -192,7 +192,6 @@ class BlurPairs:
             "width": np.array([c.shape[1] for c in crops], dtype=np.int32),
         }
 
-
     def with_real_pairs(self, batch: dict[str, np.ndarray]) -> dict[str, Any]:
         """A batch holding rows of real pairs (``blurred_file`` set): those are cropped from both files, the others
         go through :meth:`synthetic` one by one."""
@@ -202,11 +201,17 @@ class BlurPairs:
             if str(row["blurred_file"]):
                 sharp = self.crop(str(row["file"]), row["top"], row["left"], row["size"])
                 blurred = self.crop(str(row["blurred_file"]), row["top"], row["left"], row["size"])
-                result = {"pair_id": row["pair_id"], "split": row["split"], "source": row["source"],
-                          "family": row["family"], "params": str(row["pair_params"]), "sharp": encode_png(sharp),
-                          "blurred": encode_png(blurred), "height": sharp.shape[0], "width": sharp.shape[1]}  # fmt: skip
+                result = {key: row[key] for key in ("pair_id", "split", "source", "family")}
+                result |= {
+                    "params": str(row["pair_params"]),
+                    "sharp": encode_png(sharp),
+                    "blurred": encode_png(blurred),
+                }
+                result |= {"height": sharp.shape[0], "width": sharp.shape[1]}
             else:
-                single = self.synthetic({key: np.array([row[key]], dtype=batch[key].dtype) for key in batch if key != "blurred_file"})
+                single = self.synthetic(
+                    {key: np.array([row[key]], dtype=batch[key].dtype) for key in batch if key != "blurred_file"}
+                )
                 result = {name: single[name][0] for name in COLUMNS}
             for name in COLUMNS:
                 out[name].append(result[name])

@@ -99,9 +99,7 @@ def _dataset_row(per_seed: Sequence[Mapping[str, Any]], where: str, prefix: str 
     return out
 
 
-def summarise_datasets(
-    reports: Sequence[Mapping[str, Any]], where: str, prefix: str = ""
-) -> dict[str, dict[str, Any]]:
+def summarise_datasets(reports: Sequence[Mapping[str, Any]], where: str, prefix: str = "") -> dict[str, dict[str, Any]]:
     """Every paired dataset of a variant's eval reports (the same in every seed's report, else an error)."""
     names = list(reports[0].get("datasets", {}))
     for report in reports[1:]:
@@ -208,7 +206,9 @@ def _datasets(variants: Mapping[str, Any]) -> dict[str, str]:
     return out
 
 
-def _dataset_cells(row: Mapping[str, Any], datasets: Mapping[str, str], key: str = "psnr", digits: int = 2) -> list[str]:
+def _dataset_cells(
+    row: Mapping[str, Any], datasets: Mapping[str, str], key: str = "psnr", digits: int = 2
+) -> list[str]:
     return [_pm(row["datasets"][d], key, digits) if d in row.get("datasets", {}) else "—" for d in datasets]
 
 
@@ -249,9 +249,11 @@ def render_markdown(report: Mapping[str, Any], title: str) -> str:
     lines += ["", "Group cells: mean PSNR (gain over the blurred input). `none`: the sharp crop with sensor noise"]
     lines += ["only; a network that does no harm keeps it (gain ≈ 0)."]
     if datasets:
-        lines += ["Real columns: the test pairs of a paired dataset, whole images, scored with its published protocol",
-                  "(`gopro_hide`: PSNR on 8-bit RGB, MATLAB SSIM; `realblur`: ECC-aligned, masked; `kohler`: best frame;",
-                  "`generic`: our PSNR/SSIM); not in the groups. Classical oracles need the true kernel: not run on them."]  # fmt: skip
+        lines += [
+            "Real columns: the test pairs of a paired dataset, whole images, scored with its published protocol",
+            "(`gopro_hide`: PSNR on 8-bit RGB, MATLAB SSIM; `realblur`: ECC-aligned, masked; `kohler`: best frame;",
+            "`generic`: our PSNR/SSIM); not in the groups. Classical oracles need the true kernel: not run on them.",
+        ]
     lines += ["", "## SSIM, variant × blur family", ""]
     lines += ["| variant | " + " | ".join(heads) + " | in-family | held-out |",
               "|---|" + "---|" * (len(families) + len(datasets) + 2)]  # fmt: skip
@@ -308,8 +310,10 @@ def format_matrix(report: Mapping[str, Any]) -> str:
                          for d in datasets)  # fmt: skip
         groups = "".join(f"{row[g]['gain_db']:>+11.2f}" for g in shown)
         lines.append(f"{name:<18}{cells}{groups}")
-    lines.append("* held out; (r): a paired dataset's real test pairs, whole images, its protocol's PSNR; group columns: "
-                 "gain over the blurred input (dB)")  # fmt: skip
+    lines.append(
+        "* held out; (r): a paired dataset's real test pairs, whole images, its protocol's PSNR; group columns: "
+        "gain over the blurred input (dB)"
+    )
     return "\n".join(lines)
 
 

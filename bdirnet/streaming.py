@@ -251,7 +251,6 @@ class TrainPairMaker:
             "blurred": np.ascontiguousarray(blurred.transpose(0, 3, 1, 2)),
         }
 
-
     def with_real_pairs(self, recipes: list[RowRecipe], real: list[int]) -> dict[str, np.ndarray]:
         """A batch with real pairs: those cut from both images, the synthetic rows made as a batch of their own."""
         sharp = np.empty((len(recipes), 3, self.plan.patch_px, self.plan.patch_px), np.uint8)

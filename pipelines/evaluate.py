@@ -4,8 +4,9 @@ dataset ingested (bdirnet/paired_eval.py), time it, and save its restorations of
 blurred photos.
 
 Writes ``--report`` (per-family PSNR/SSIM mean and std over images, per-image values, group means, parameter
-count, seconds per image; ``datasets``: per paired dataset its protocol and scores) and ``--images`` (``<family>.png`` restored picture crops, ``real_<name>.png``); both
-are also logged to the run in MLflow under ``evaluation/``. Promotion happens in the `robustness` stage.
+count, seconds per image; ``datasets``: per paired dataset its protocol and scores) and ``--images``
+(``<family>.png`` restored picture crops, ``real_<name>.png``); both are also logged to the run in MLflow under
+``evaluation/``. Promotion happens in the `robustness` stage.
 """
 
 from __future__ import annotations

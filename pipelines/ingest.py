@@ -41,8 +41,9 @@ def main() -> None:
         print(f"  quarantined {name}: {reason}")
     if ns.paired_root is not None:
         for folder, paired_report in ingest_paired_root(ns.paired_root, ns.out / "paired", config).items():
-            print(f"ingest: paired {ns.paired_root / folder} ({paired_report.layout} layout): {len(paired_report.pairs)} "
-                  f"pairs {paired_report.counts()}, {len(paired_report.quarantined)} quarantined")  # fmt: skip
+            where, count = f"{ns.paired_root / folder} ({paired_report.layout} layout)", len(paired_report.pairs)
+            print(f"ingest: paired {where}: {count} pairs {paired_report.counts()}, "
+                  f"{len(paired_report.quarantined)} quarantined")  # fmt: skip
             for name, reason in sorted(paired_report.quarantined.items()):
                 print(f"  quarantined {folder}/{name}: {reason}")
 

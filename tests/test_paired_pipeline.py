@@ -21,14 +21,21 @@ import yaml
 from PIL import Image
 from torch import nn
 
-from bdirnet.config import ConfigError, DegradeConfig, EvaluateConfig, IngestConfig, PairsConfig, StudyConfig, TrainConfig
+from bdirnet.config import (
+    ConfigError,
+    DegradeConfig,
+    EvaluateConfig,
+    IngestConfig,
+    PairsConfig,
+    StudyConfig,
+    TrainConfig,
+)
 from bdirnet.datasets import read_manifest
 from bdirnet.degrade import FAMILIES
 from bdirnet.images import decode_png, read_png
-from bdirnet.metrics import psnr
 from bdirnet.paired import LAYOUTS, carve_val, ingest_paired_root, read_paired_datasets
 from bdirnet.paired_eval import evaluate_paired
-from bdirnet.pairs import PAIRED_SLOT, decode_pairs, plan_crops, plan_paired_crops, write_pairs
+from bdirnet.pairs import PAIRED_SLOT, VAL_SLOTS, decode_pairs, plan_crops, plan_paired_crops, write_pairs
 from bdirnet.protocols import psnr_rgb8, ssim_matlab
 from bdirnet.robustness import build, render_markdown
 from bdirnet.streaming import TrainPairMaker, draw_row, make_plan, plan_identity, read_photos
@@ -48,7 +55,7 @@ def paired_ingested(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """data/raw/paired with a GoPro and a generic split dataset, ingested under <ingested>/paired/."""
     root = tmp_path_factory.mktemp("paired")
     make_gopro(root / "raw" / "gopro")
-    for split, offset in (("train", 0), ("test", 3)):  # generic with splits: tiny/train|test/blur + sharp
+    for split in ("train", "test"):  # generic with splits: tiny/train|test/blur + sharp
         make_generic(root / "raw" / "tiny" / split)
     ingest_paired_root(root / "raw", root / "ingested" / "paired", RULES)
     return root / "ingested"
@@ -171,8 +178,10 @@ def test_stream_mixes_real_pairs_by_share(skimage_ingested: Path, paired_ingeste
     assert np.array_equal(alone["sharp"], out["sharp"][synthetic])
     with pytest.raises(ValueError, match=r"ingested/paired: train.paired_share is 0.5 but the paired dataset\(s\) "
                                          r"\['gopro2'\] were not ingested"):  # fmt: skip
-        make_plan(records, ingested, 32, 3, 200, DEGRADE, paired=datasets, paired_share=0.5, paired_datasets=("gopro2",))
-    with pytest.raises(ConfigError, match="train.paired_datasets"):
+        make_plan(
+            records, ingested, 32, 3, 200, DEGRADE, paired=datasets, paired_share=0.5, paired_datasets=("gopro2",)
+        )
+    with pytest.raises(ConfigError, match=r"train\.paired_datasets"):
         TrainConfig(paired_datasets=("tiny",))
 
 
@@ -250,3 +259,17 @@ def test_ingest_stage_takes_the_paired_root_and_names_a_bad_folder(tmp_path: Pat
     assert result.stderr.strip().splitlines() == [
         f"error: {paired / 'stray'}: no paired layout recognised; expected one of: " + "; ".join(LAYOUTS.values())
     ]
+
+
+def test_val_metrics_count_real_pairs_apart_from_the_groups() -> None:
+    from bdirnet.training import ValSums, val_metrics
+
+    n = len(VAL_SLOTS)
+    restored, blurred, count = np.zeros(n), np.zeros(n), np.zeros(n)
+    gaussian = VAL_SLOTS.index("gaussian")
+    restored[[gaussian, PAIRED_SLOT]], blurred[[gaussian, PAIRED_SLOT]] = (30.0, 20.0), (28.0, 21.0)
+    count[[gaussian, PAIRED_SLOT]] = 1.0
+    sums = ValSums.from_vector(ValSums(restored, blurred, count).vector())
+    metrics = val_metrics(sums, DEGRADE)
+    assert metrics["val_psnr"] == 25.0 and metrics["val_psnr_paired"] == 20.0 and metrics["val_gain_paired"] == -1.0
+    assert metrics["val_gain_in_family"] == 2.0  # the real pairs are not a zoo family

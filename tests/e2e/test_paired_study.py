@@ -24,8 +24,14 @@ from .conftest import TINY_PARAMS, clone_env, make_project, merge, run
 pytestmark = pytest.mark.slow
 
 # 4 train pairs (one val-carved), 2 test pairs: (photo, split, blur family); 128 x 160 px crops of the photos.
-PAIRS = [("astronaut", "train", "motion"), ("coffee", "train", "gaussian"), ("chelsea", "train", "motion"),
-         ("rocket", "train", "defocus"), ("camera", "test", "motion"), ("immunohistochemistry", "test", "gaussian")]  # fmt: skip
+PAIRS = [
+    ("astronaut", "train", "motion"),
+    ("coffee", "train", "gaussian"),
+    ("chelsea", "train", "motion"),
+    ("rocket", "train", "defocus"),
+    ("camera", "test", "motion"),
+    ("immunohistochemistry", "test", "gaussian"),
+]
 PARAMS = {
     **TINY_PARAMS,
     "study": {"variants": ["bdirnet"], "seeds": [0], "promote_variant": "bdirnet", "picture_variants": ["bdirnet"]},
