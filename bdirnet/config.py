@@ -272,7 +272,7 @@ class EvaluateConfig:
     that many test pairs of each dataset (by pair id; reported as ``n``), 0 scores them all.
     """
 
-    tile_px: int = 512
+    tile_px: int = 2048
     overlap_px: int = 32
     paired_max_images: int = 0
 

@@ -33,7 +33,7 @@ from bdirnet.config import (
 from bdirnet.datasets import read_manifest
 from bdirnet.degrade import FAMILIES
 from bdirnet.images import decode_png, read_png
-from bdirnet.paired import LAYOUTS, carve_val, ingest_paired_root, read_paired_datasets
+from bdirnet.paired import LAYOUTS, carve_val, ingest_paired_root, read_paired_datasets, scene_of
 from bdirnet.paired_eval import evaluate_paired
 from bdirnet.pairs import PAIRED_SLOT, VAL_SLOTS, decode_pairs, plan_crops, plan_paired_crops, write_pairs
 from bdirnet.protocols import psnr_rgb8, ssim_matlab
@@ -273,3 +273,18 @@ def test_val_metrics_count_real_pairs_apart_from_the_groups() -> None:
     metrics = val_metrics(sums, DEGRADE)
     assert metrics["val_psnr"] == 25.0 and metrics["val_psnr_paired"] == 20.0 and metrics["val_gain_paired"] == -1.0
     assert metrics["val_gain_in_family"] == 2.0  # the real pairs are not a zoo family
+
+
+@pytest.mark.parametrize(
+    ("layout", "pair_id", "scene"),
+    [
+        ("gopro", "train/GOPR0372_07_00/blur/000047.png", "train/GOPR0372_07_00"),
+        ("realblur", "RealBlur-J_ECC_IMCORR_centroid_itensity_ref/scene003/blur/blur_1.png",
+         "RealBlur-J_ECC_IMCORR_centroid_itensity_ref/scene003"),
+        ("hide", "train/1fromGOPR0950.MP4.png", "GOPR0950"),
+        ("kohler", "Blurry3_7.png", "Blurry3"),
+        ("generic", "train/blur/street/b.png", "train/blur/street/b.png"),
+    ],
+)  # fmt: skip
+def test_scenes_group_the_frames_of_one_recording(layout: str, pair_id: str, scene: str) -> None:
+    assert scene_of(layout, pair_id) == scene
