@@ -40,7 +40,7 @@ from bdirnet.protocols import psnr_rgb8, ssim_matlab
 from bdirnet.robustness import build, render_markdown
 from bdirnet.streaming import TrainPairMaker, draw_row, make_plan, plan_identity, read_photos
 
-from .test_paired import REPO, make_generic, make_gopro, sharp_photo
+from .test_paired import REPO, make_generic, make_gopro, make_kohler, make_realblur, sharp_photo
 
 RULES = IngestConfig(dataset="pairs", min_side_px=32, min_test_photos=0, min_val_photos=0, val_percent=15)
 DEGRADE = DegradeConfig(none_share=0.2)
@@ -288,3 +288,20 @@ def test_val_metrics_count_real_pairs_apart_from_the_groups() -> None:
 )  # fmt: skip
 def test_scenes_group_the_frames_of_one_recording(layout: str, pair_id: str, scene: str) -> None:
     assert scene_of(layout, pair_id) == scene
+
+
+def test_realblur_and_kohler_test_sets_use_their_protocols(tmp_path: Path) -> None:
+    """RealBlur's least-squares scaling undoes a network that halves the image; Köhler takes every recorded frame."""
+    make_realblur(tmp_path / "raw" / "realblur")
+    make_kohler(tmp_path / "raw" / "kohler")
+    ingest_paired_root(tmp_path / "raw", tmp_path / "paired", RULES)
+    datasets = read_paired_datasets(tmp_path / "paired")
+    scores = evaluate_paired(Halve(), tmp_path / "paired", datasets, EvaluateConfig())
+    assert {name: (s["protocol"], s["n"]) for name, s in scores.items()} == {
+        "kohler": ("kohler", 4), "realblur_j": ("realblur", 2), "realblur_r": ("realblur", 1)
+    }  # fmt: skip
+    for name in ("realblur_j", "realblur_r"):
+        assert scores[name]["psnr"] == scores[name]["realblur_psnr"]
+        assert scores[name]["psnr"] == pytest.approx(scores[name]["blurred_psnr"], abs=0.2)
+    record = next(r for r in datasets["kohler"] if r.split == "test")
+    assert len(record.sharp) == 3 and scores["kohler"]["headline"] == ["kohler_psnr", "kohler_ssim"]
