@@ -158,6 +158,10 @@ class TrainConfig:
     channels_last: bool = True
     max_failures: int = 2  # worker-group restarts from the latest checkpoint (Ray FailureConfig); -1: no limit
     dead_leaves_share: float = 0.0  # training pairs whose sharp side is a dead leaves image (bdirnet.deadleaves)
+    # Share of training pairs that are patches of real blurred/sharp pairs (bdirnet.paired), from the train parts of
+    # ``paired_datasets`` (empty: every paired dataset ingested); 0: synthetic pairs only, the stream as before.
+    paired_share: float = 0.0
+    paired_datasets: tuple[str, ...] = ()
     loss: LossConfig = field(default_factory=LossConfig)
 
     def __post_init__(self) -> None:
@@ -172,6 +176,13 @@ class TrainConfig:
             raise ConfigError(f"train.lr must be > 0, got {self.lr}")
         if not 0.0 <= self.dead_leaves_share <= 1.0:
             raise ConfigError(f"train.dead_leaves_share must be in [0, 1], got {self.dead_leaves_share}")
+        if not 0.0 <= self.paired_share <= 1.0:
+            raise ConfigError(f"train.paired_share must be in [0, 1], got {self.paired_share}")
+        if self.paired_datasets and self.paired_share == 0:
+            raise ConfigError(
+                f"train.paired_datasets {list(self.paired_datasets)} are named but train.paired_share is 0: "
+                "set a share, or leave the list empty"
+            )
         if self.max_failures < -1:
             raise ConfigError(f"train.max_failures must be >= -1 (-1: no limit), got {self.max_failures}")
         if self.weight_decay < 0:
@@ -253,6 +264,28 @@ class PairsConfig:
 
 
 @dataclass(frozen=True)
+class EvaluateConfig:
+    """Full-resolution scoring of the paired test sets (``evaluate`` section; :mod:`bdirnet.paired_eval`).
+
+    Every test image is restored whole, or in ``tile_px`` tiles overlapping by ``overlap_px`` when a side is longer
+    (:func:`bdirnet.deblur.restore`, the ``bdirnet deblur`` tiling); ``paired_max_images`` > 0 scores only the first
+    that many test pairs of each dataset (by pair id; reported as ``n``), 0 scores them all.
+    """
+
+    tile_px: int = 2048
+    overlap_px: int = 32
+    paired_max_images: int = 0
+
+    def __post_init__(self) -> None:
+        if self.tile_px < 16 or not 0 <= self.overlap_px < self.tile_px // 2:
+            raise ConfigError(
+                f"evaluate: need tile_px >= 16 and 0 <= overlap_px < tile_px / 2, got {self.tile_px}, {self.overlap_px}"
+            )
+        if self.paired_max_images < 0:
+            raise ConfigError(f"evaluate.paired_max_images must be >= 0 (0: all), got {self.paired_max_images}")
+
+
+@dataclass(frozen=True)
 class PromotionConfig:
     """The promotion gate (``promotion`` section, applied by the ``robustness`` stage): ``champion`` moves to the
     candidate only when its held-out mean PSNR beats the champion's by more than ``min_held_out_gain_db`` and
@@ -302,6 +335,7 @@ SECTIONS: dict[str, type[Any]] = {
     "model": ModelConfig,
     "degrade": DegradeConfig,
     "train": TrainConfig,
+    "evaluate": EvaluateConfig,
 }
 
 

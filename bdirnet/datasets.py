@@ -313,7 +313,7 @@ def read_manifest(ingested_dir: Path) -> list[ImageRecord]:
         raise ValueError(f"{path}: cannot read the ingest manifest ({error})") from None
     if data.get("kind") == "paired":
         raise ValueError(
-            f"{path}: a paired dataset's manifest (bdirnet.paired); the stages after ingest take photo folders only "
-            "so far (paired pairs/evaluation: issue 15)"
+            f"{path}: a paired dataset's manifest (bdirnet.paired): ingest.dataset names the sharp photos the zoo "
+            "blurs; put paired datasets under data/raw/paired/<name>/ (README: Train and evaluate on GoPro / RealBlur)"
         )
     return [ImageRecord(**item) for item in data["images"]]

@@ -28,7 +28,8 @@ import hashlib
 import json
 import re
 import shutil
-from dataclasses import asdict, dataclass, field
+import zlib
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +37,7 @@ from PIL import Image
 
 from bdirnet.config import IngestConfig
 from bdirnet.datasets import BadImage, load_rgb8
+from bdirnet.texture import encode_tiles, texture_tiles
 
 __all__ = [
     "LAYOUTS",
@@ -44,11 +46,15 @@ __all__ = [
     "PairScan",
     "PairedImage",
     "PairedIngestReport",
+    "carve_val",
     "detect_layout",
+    "ingest_paired_root",
     "ingest_pairs",
     "looks_paired",
+    "read_paired_datasets",
     "read_paired_manifest",
     "scan_pairs",
+    "scene_of",
 ]
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp"})
@@ -348,6 +354,8 @@ class PairRecord:
     height: int
     sha256: list[str]
     converted: dict[str, list[str]] = field(default_factory=dict)
+    texture: str = ""  # the first sharp image's texture map (bdirnet.texture.encode_tiles): the val crop rule
+    scene: str = ""  # frames of one scene go to one split (scene_of)
 
 
 @dataclass
@@ -403,7 +411,13 @@ def _quarantine(files: list[Path], root: Path, quarantine_dir: Path) -> None:
 
 
 def ingest_pairs(
-    raw_dir: Path, out_dir: Path, rules: IngestConfig, *, gopro_blurred: str = "blur"
+    raw_dir: Path,
+    out_dir: Path,
+    rules: IngestConfig,
+    *,
+    gopro_blurred: str = "blur",
+    val_percent: int = 0,
+    salt: str = "",
 ) -> PairedIngestReport:
     """Validate every pair of the paired folder ``raw_dir`` and write the good ones under ``out_dir/images``.
 
@@ -412,7 +426,10 @@ def ingest_pairs(
     Writes ``out_dir/manifest.json`` (``kind: paired``; every good pair with its dataset, the dataset's own split,
     files, sizes, sha256 of the sources and conversions), ``out_dir/quarantine.txt`` (one line per bad pair or
     partnerless file: ``<blurred path>: <reason>``) and copies of the bad files in ``out_dir/quarantine/``. The
-    splits are the dataset's own (no val split is made here; ``ingest.*_percent`` and the minimum sizes do not apply).
+    splits are the dataset's own; with ``val_percent`` > 0, a dataset without a val split of its own gets one carved
+    from its train part by scene (:func:`carve_val`, ordered by ``salt``). ``ingest.test_percent`` and the minimum
+    split sizes do not apply. Every record keeps the texture map of its sharp image (the val crop rule of the pairs
+    stage) and its scene.
 
     Raises:
         FileNotFoundError: ``raw_dir`` is missing.
@@ -454,8 +471,12 @@ def ingest_pairs(
                 height=int(arrays[0].shape[0]),
                 sha256=[hashlib.sha256(p.read_bytes()).hexdigest() for p in (pair.blurred, *pair.sharp)],
                 converted={s: n for s, n in zip(sources, notes, strict=True) if n},
+                texture=encode_tiles(texture_tiles(arrays[1])),
+                scene=scene_of(scan.layout, pair.pair_id),
             )
         )
+    if val_percent:
+        records = carve_val(records, val_percent, salt)
     report = PairedIngestReport(layout=scan.layout, pairs=records, quarantined=quarantined)
     recorded = {k: v for k, v in asdict(rules).items() if k in ("dataset", "min_side_px", "max_pixels")}
     manifest = {
@@ -473,6 +494,97 @@ def ingest_pairs(
     return report
 
 
+HIDE_SOURCE = re.compile(r"from([^./]+)")
+
+
+def scene_of(layout: str, pair_id: str) -> str:
+    """The scene of a pair: its frames are near-duplicates, so a split never cuts one.
+
+    GoPro: ``<split>/<sequence>``; RealBlur: the folder holding ``blur/`` (``.../scene003``); HIDE: the GoPro video a
+    frame comes from (``1fromGOPR0950.MP4.png`` -> ``GOPR0950``); Köhler: the image (4 images × 12 shakes); generic:
+    the pair itself.
+    """
+    parts = pair_id.split("/")
+    if layout in ("gopro", "realblur") and len(parts) >= 3:
+        return "/".join(parts[:-2])
+    if layout == "hide" and (match := HIDE_SOURCE.search(parts[-1])):
+        return match[1]
+    if layout == "kohler" and (match := KOHLER_BLURRED.match(Path(parts[-1]).stem)):
+        return f"Blurry{match[1]}"
+    return pair_id
+
+
+def carve_val(records: list[PairRecord], val_percent: int, salt: str) -> list[PairRecord]:
+    """Move whole scenes of each dataset's train part to a val split, in a salted ``crc32`` order of the scenes,
+    until val holds ``val_percent`` % of that part's pairs (at least one scene; never every scene). A dataset that has
+    a val split of its own, or a train part of one scene, keeps its splits."""
+    out = list(records)
+    for dataset in sorted({r.dataset for r in records}):
+        own = [r for r in records if r.dataset == dataset]
+        train = [r for r in own if r.split == "train"]
+        scenes = sorted({r.scene or r.pair_id for r in train}, key=lambda s: (zlib.crc32(f"{salt}{s}".encode()), s))
+        if any(r.split == "val" for r in own) or len(scenes) < 2:
+            continue
+        want, taken = len(train) * val_percent / 100, 0
+        chosen: set[str] = set()
+        for scene in scenes[:-1]:
+            if chosen and taken >= want:
+                break
+            chosen.add(scene)
+            taken += sum((r.scene or r.pair_id) == scene for r in train)
+        moved = {r.pair_id for r in train if (r.scene or r.pair_id) in chosen}
+        out = [replace(r, split="val") if r.dataset == dataset and r.pair_id in moved else r for r in out]
+    return out
+
+
+def ingest_paired_root(paired_root: Path, out_root: Path, rules: IngestConfig) -> dict[str, PairedIngestReport]:
+    """Ingest every paired dataset folder under ``paired_root`` (``data/raw/paired/<name>/``) into
+    ``out_root/<name>/`` (:func:`ingest_pairs`, val carved by ``rules.val_percent``). Folders whose name starts with
+    ``.`` or ``_`` are skipped; a missing ``paired_root`` holds no datasets.
+
+    Raises:
+        LayoutError: a folder in no paired layout, or in several (naming it).
+        ValueError: two folders give the same dataset name (RealBlur's ``realblur_j`` ...).
+    """
+    reports: dict[str, PairedIngestReport] = {}
+    folders = (
+        sorted(p for p in paired_root.iterdir() if p.is_dir() and p.name[0] not in "._") if paired_root.is_dir() else []
+    )
+    seen: dict[str, Path] = {}
+    for folder in folders:
+        report = ingest_pairs(
+            folder, out_root / folder.name, rules, val_percent=rules.val_percent, salt=rules.split_salt
+        )
+        for dataset in report.counts():
+            if dataset in seen:
+                raise ValueError(f"{folder}: its pairs are named {dataset!r} like those of {seen[dataset]}; "
+                                 "keep one folder per dataset")  # fmt: skip
+            seen[dataset] = folder
+        reports[folder.name] = report
+    return reports
+
+
+def read_paired_datasets(root: Path) -> dict[str, list[PairRecord]]:
+    """Every ingested paired dataset under ``root`` (``data/ingested/paired``): dataset name -> its pairs, with
+    files relative to ``root`` (``<folder>/images/...``). A missing ``root`` holds none.
+
+    Raises:
+        ValueError: an unreadable manifest (naming the file).
+    """
+    out: dict[str, list[PairRecord]] = {}
+    if not root.is_dir():
+        return out
+    for folder in sorted(p for p in root.iterdir() if p.is_dir()):
+        for record in read_paired_manifest(folder):
+            moved = replace(
+                record,
+                blurred=f"{folder.name}/{record.blurred}",
+                sharp=[f"{folder.name}/{file}" for file in record.sharp],
+            )
+            out.setdefault(record.dataset, []).append(moved)
+    return out
+
+
 def read_paired_manifest(ingested_dir: Path) -> list[PairRecord]:
     """The pairs of an ingested paired dataset.
 
@@ -486,4 +598,7 @@ def read_paired_manifest(ingested_dir: Path) -> list[PairRecord]:
         raise ValueError(f"{path}: cannot read the ingest manifest ({error})") from None
     if data.get("kind") != PAIRED_MANIFEST_KIND:
         raise ValueError(f"{path}: not a paired dataset's manifest (a photo folder's; read it with read_manifest)")
-    return [PairRecord(**item) for item in data["pairs"]]
+    try:
+        return [PairRecord(**item) for item in data["pairs"]]
+    except (KeyError, TypeError) as error:
+        raise ValueError(f"{path}: a pair record does not match the paired manifest's fields ({error})") from None

@@ -5,6 +5,12 @@ not depend on how Ray batches rows or which actor blurs them. Actors take one GP
 GPUs, else one CPU. Shards have the columns ``pair_id, split, source, family, params, sharp, blurred,
 height, width``: images as lossless 8-bit PNG bytes, ``params`` as the JSON record of the degradation
 (:func:`bdirnet.degrade.apply_degradation` rebuilds the blur from it). Same params -> same shards.
+
+Real pairs (:mod:`bdirnet.paired`, ingested under ``<ingested>/paired/``) join the val shards with the same crop rule
+(textured ``val_crop_px`` crops of the sharp image, cut at the same place from the blurred one), as rows with
+``family`` = the dataset's name and ``params`` = the source pair and crop (:func:`plan_paired_crops`). Their test
+pairs are not cut into crops: the evaluate stage scores whole images (:mod:`bdirnet.paired_eval`). Without paired
+datasets the plan and the shards are exactly what they were before real pairs existed.
 """
 
 from __future__ import annotations
@@ -21,8 +27,13 @@ from bdirnet.config import DegradeConfig, PairsConfig
 from bdirnet.datasets import ImageRecord, crop_boxes
 from bdirnet.degrade import FAMILIES, apply_degradation, sample_params
 from bdirnet.images import decode_png, encode_png, to_float_array, to_tensor, to_uint8
+from bdirnet.paired import PairRecord
+from bdirnet.texture import decode_tiles, textured_boxes
 
 COLUMNS = ("pair_id", "split", "source", "family", "params", "sharp", "blurred", "height", "width")
+PAIRED_FOLDER = "paired"  # the paired datasets' folder under the ingested folder
+PAIRED_SLOT = len(FAMILIES)  # ``family_index`` of a real pair (its family is its dataset's name)
+VAL_SLOTS = (*FAMILIES, "paired")  # what ``family_index`` counts: the zoo's families, then every real pair
 
 
 def row_seed(*parts: object) -> int:
@@ -78,6 +89,47 @@ def untextured(records: list[ImageRecord], split: str, pairs: PairsConfig) -> li
     return sorted(r.name for r in records if r.split == split and not crop_boxes(r, *rule))
 
 
+def check_paired_names(datasets: list[str], where: str) -> None:
+    """A paired dataset's name is its pairs' family: it must not be a blur family of the zoo (or ``none``)."""
+    clash = sorted(set(datasets) & {*FAMILIES, "none"})
+    if clash:
+        raise ValueError(f"{where}: paired dataset(s) {clash} are named like blur families of the zoo; rename the "
+                         "folder under data/raw/paired/")  # fmt: skip
+
+
+def plan_paired_crops(paired: dict[str, list[PairRecord]], pairs: PairsConfig) -> list[dict[str, Any]]:
+    """The val rows of real pairs: per val pair (datasets and pairs sorted), up to ``val_crops_per_image`` textured
+    ``val_crop_px`` crops chosen from its sharp image's texture map by the rule of :func:`plan_crops`, cut at the same
+    place from the blurred image. Files are relative to the ingested folder (``paired/<folder>/images/...``)."""
+    check_paired_names(sorted(paired), "pairs")
+    rows: list[dict[str, Any]] = []
+    for dataset in sorted(paired):
+        for record in sorted((r for r in paired[dataset] if r.split == "val"), key=lambda r: r.pair_id):
+            if not record.texture:
+                raise ValueError(f"{dataset}/{record.pair_id}: the paired manifest has no texture map (re-run ingest)")
+            boxes = textured_boxes(decode_tiles(record.texture), pairs.val_crop_px, pairs.val_crops_per_image,
+                                   pairs.min_texture)  # fmt: skip
+            for b, (top, left, crop) in enumerate(boxes):
+                source = {"dataset": dataset, "pair": record.pair_id, "blurred": record.source_blurred,
+                          "sharp": record.source_sharp[0], "top": top, "left": left, "size": crop}  # fmt: skip
+                rows.append(
+                    {
+                        "pair_id": f"val/{dataset}/{record.pair_id}/{b:03d}",
+                        "split": "val",
+                        "source": f"{dataset}/{record.pair_id}",
+                        "file": f"{PAIRED_FOLDER}/{record.sharp[0]}",
+                        "blurred_file": f"{PAIRED_FOLDER}/{record.blurred}",
+                        "pair_params": json.dumps(source, sort_keys=True),
+                        "top": top,
+                        "left": left,
+                        "size": crop,
+                        "family": dataset,
+                        "seed": 0,
+                    }
+                )
+    return rows
+
+
 class BlurPairs:
     """Ray Data actor: crops rows of the plan from the ingested images and blurs them on its device."""
 
@@ -93,10 +145,19 @@ class BlurPairs:
             self.images[file] = decode_png((self.ingested_dir / file).read_bytes())
         return self.images[file]
 
+    def crop(self, file: str, top: int, left: int, size: int) -> np.ndarray:
+        return self.image(file)[int(top) : int(top) + int(size), int(left) : int(left) + int(size)]
+
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, Any]:
+        if "blurred_file" in batch and any(str(f) for f in batch["blurred_file"]):
+            return self.with_real_pairs(batch)
+        return self.synthetic(batch)
+
+    def synthetic(self, batch: dict[str, np.ndarray]) -> dict[str, Any]:
+        """Rows of the plan blurred by the zoo (not through ``__call__``: Ray wraps it and it is not re-entrant)."""
         crops = []
         for file, top, left, size in zip(batch["file"], batch["top"], batch["left"], batch["size"], strict=True):
-            crops.append(self.image(str(file))[int(top) : int(top) + int(size), int(left) : int(left) + int(size)])
+            crops.append(self.crop(str(file), top, left, size))
         sizes = {c.shape for c in crops}
         params = [
             sample_params(
@@ -131,6 +192,35 @@ class BlurPairs:
             "width": np.array([c.shape[1] for c in crops], dtype=np.int32),
         }
 
+    def with_real_pairs(self, batch: dict[str, np.ndarray]) -> dict[str, Any]:
+        """A batch holding rows of real pairs (``blurred_file`` set): those are cropped from both files, the others
+        go through :meth:`synthetic` one by one."""
+        rows = [{key: batch[key][i] for key in batch} for i in range(len(batch["pair_id"]))]
+        out: dict[str, list[Any]] = {name: [] for name in COLUMNS}
+        for row in rows:
+            if str(row["blurred_file"]):
+                sharp = self.crop(str(row["file"]), row["top"], row["left"], row["size"])
+                blurred = self.crop(str(row["blurred_file"]), row["top"], row["left"], row["size"])
+                result = {key: row[key] for key in ("pair_id", "split", "source", "family")}
+                result |= {
+                    "params": str(row["pair_params"]),
+                    "sharp": encode_png(sharp),
+                    "blurred": encode_png(blurred),
+                }
+                result |= {"height": sharp.shape[0], "width": sharp.shape[1]}
+            else:
+                single = self.synthetic(
+                    {key: np.array([row[key]], dtype=batch[key].dtype) for key in batch if key != "blurred_file"}
+                )
+                result = {name: single[name][0] for name in COLUMNS}
+            for name in COLUMNS:
+                out[name].append(result[name])
+        return {
+            **{name: np.array(out[name], dtype=object) for name in COLUMNS if name not in ("height", "width")},
+            "height": np.array(out["height"], dtype=np.int32),
+            "width": np.array(out["width"], dtype=np.int32),
+        }
+
 
 def write_pairs(
     records: list[ImageRecord],
@@ -138,11 +228,14 @@ def write_pairs(
     out_root: str,
     pairs: PairsConfig,
     degrade: DegradeConfig,
+    paired: dict[str, list[PairRecord]] | None = None,
 ) -> dict[str, int]:
     """Run the Ray Data pipeline for the val and test splits and write ``<out_root>/<split>/*.parquet``.
 
-    Training pairs are not materialised: :mod:`bdirnet.streaming` makes fresh ones every epoch. Returns the
-    number of pairs per split. Ray must be initialised (:func:`bdirnet.runtime.init_ray`).
+    ``paired``: the ingested paired datasets (:func:`bdirnet.paired.read_paired_datasets` of
+    ``<ingested_dir>/paired``), whose val pairs join the val shards (:func:`plan_paired_crops`). Training pairs are
+    not materialised: :mod:`bdirnet.streaming` makes fresh ones every epoch. Returns the number of pairs per split.
+    Ray must be initialised (:func:`bdirnet.runtime.init_ray`).
     """
     import ray
 
@@ -154,6 +247,9 @@ def write_pairs(
         rows = plan_crops(records, split, pairs)
         if not rows:
             raise ValueError(f"{ingested_dir}/manifest.json: the {split!r} split has no usable images")
+        real = plan_paired_crops(paired, pairs) if paired and split == "val" else []
+        if real:  # one set of columns for every row
+            rows = [row | {"blurred_file": "", "pair_params": ""} for row in rows] + real
         # One block per batch: a plan in fewer blocks than actors leaves actors idle (Ray Data warns so).
         blocks = max(pairs.num_actors, -(-len(rows) // pairs.batch_rows))
         dataset = ray.data.from_items(rows, override_num_blocks=blocks).map_batches(
@@ -195,16 +291,17 @@ def _deterministic_names(split: str) -> Any:
 # --------------------------------------------------------------------------------------------- reading shards
 def decode_pairs(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Ray Data batch transform: PNG bytes -> float32 (N, 3, H, W) ``sharp`` and ``blurred`` in [0, 1], and, when
-    the batch has ``family``, ``family_index`` (its position in :data:`bdirnet.degrade.FAMILIES`)."""
+    the batch has ``family``, ``family_index`` (its position in :data:`bdirnet.degrade.FAMILIES`, or
+    :data:`PAIRED_SLOT` for a real pair, whose family is its dataset's name)."""
     out = {}
     for column in ("sharp", "blurred"):
         out[column] = to_float_array(np.stack([decode_png(data) for data in batch[column]]))
     if "family" in batch:
         index = {name: i for i, name in enumerate(FAMILIES)}
-        unknown = sorted({str(f) for f in batch["family"]} - set(index))
-        if unknown:
-            raise ValueError(f"pairs: unknown families {unknown} in the shards; expected {FAMILIES}")
-        out["family_index"] = np.array([index[str(f)] for f in batch["family"]], dtype=np.int64)
+        empty = [str(f) for f in batch["family"] if not str(f)]
+        if empty:
+            raise ValueError(f"pairs: {len(empty)} row(s) without a family in the shards")
+        out["family_index"] = np.array([index.get(str(f), PAIRED_SLOT) for f in batch["family"]], dtype=np.int64)
     return out
 
 

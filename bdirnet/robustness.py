@@ -6,6 +6,11 @@ Aggregation: a variant's per-image PSNR/SSIM is first averaged over its seeds (e
 pairs), then the family mean and the standard deviation over images are taken; ``seed_psnr`` keeps each seed's
 own family mean, and a group's ``seed_spread_db`` is max - min of its per-seed group means. A difference smaller
 than the larger seed spread of the two sides is a tie, not a win.
+
+Real pairs: every paired dataset the runs were scored on (``datasets`` of the eval reports, whole images, each with
+its published protocol: :mod:`bdirnet.paired_eval`) is one more column, next to the synthetic families, in the same
+seed-averaged way; the ``blurred`` row takes the blurred inputs' scores from the runs. The classical references are
+not run on real pairs (their oracles need the true kernel), so their cells stay empty.
 """
 
 from __future__ import annotations
@@ -73,6 +78,36 @@ def _family_row(per_seed: Sequence[Mapping[str, Any]], where: str) -> dict[str, 
     return out
 
 
+def _dataset_row(per_seed: Sequence[Mapping[str, Any]], where: str, prefix: str = "") -> dict[str, Any]:
+    """One paired dataset of one variant: its headline PSNR/SSIM per image averaged over seeds, then mean and std
+    over images; ``prefix="blurred_"`` gives the blurred input's."""
+    first = per_seed[0]
+    ids = sorted(first["images"])
+    if any(sorted(row["images"]) != ids for row in per_seed[1:]):
+        raise ValueError(f"{where}: seeds were scored on different test pairs")
+    out: dict[str, Any] = {"protocol": first["protocol"], "headline": list(first["headline"]), "n": len(ids)}
+    for label, name in zip(("psnr", "ssim"), first["headline"], strict=True):
+        try:
+            values = np.array([[row["images"][i][prefix + name] for i in ids] for row in per_seed], dtype=np.float64)
+        except (KeyError, TypeError):
+            raise ValueError(f"{where}: per-image scores without {prefix + name!r}") from None
+        per_image = values.mean(axis=0)
+        out[label] = rounded(label, per_image.mean())
+        out[f"{label}_std"] = rounded(label, per_image.std())
+        if label == "psnr":
+            out["seed_psnr"] = [rounded("psnr", v) for v in values.mean(axis=1)]
+    return out
+
+
+def summarise_datasets(reports: Sequence[Mapping[str, Any]], where: str, prefix: str = "") -> dict[str, dict[str, Any]]:
+    """Every paired dataset of a variant's eval reports (the same in every seed's report, else an error)."""
+    names = list(reports[0].get("datasets", {}))
+    for report in reports[1:]:
+        if list(report.get("datasets", {})) != names:
+            raise ValueError(f"{where}: seeds were scored on different paired datasets")
+    return {name: _dataset_row([r["datasets"][name] for r in reports], f"{where}: {name}", prefix) for name in names}
+
+
 def summarise(reports: Sequence[Mapping[str, Any]], seeds: Sequence[int], where: str) -> dict[str, Any]:
     """One variant (its seeds' eval reports) or one classical method (a single report, ``seeds=[]``)."""
     families = {
@@ -94,6 +129,7 @@ def summarise(reports: Sequence[Mapping[str, Any]], seeds: Sequence[int], where:
         "seeds": list(seeds),
         "versions": [r["model"]["version"] for r in reports if "model" in r],
         "families": families,
+        "datasets": summarise_datasets(reports, where),
         **groups,
     }
 
@@ -113,6 +149,9 @@ def build(
     if "blurred" not in variants:
         raise ValueError("the classical report has no 'blurred' method: the gains need the blurred input")
     blurred = variants["blurred"]
+    if runs:  # the blurred input on the real pairs: scored with every run, the same images
+        first = next(iter(runs.values()))
+        blurred["datasets"] = summarise_datasets(first[:1], "blurred", prefix="blurred_")
     for row in variants.values():
         for group in GROUPS:
             if group in row:
@@ -158,6 +197,21 @@ def _pm(row: Mapping[str, Any], key: str = "psnr", digits: int = 2) -> str:
     return f"{row[key]:.{digits}f} ± {row[key + '_std']:.{digits}f}"
 
 
+def _datasets(variants: Mapping[str, Any]) -> dict[str, str]:
+    """The paired datasets of a report (dataset -> protocol), in the order of the first variant that has them."""
+    out: dict[str, str] = {}
+    for row in variants.values():
+        for name, cell in row.get("datasets", {}).items():
+            out.setdefault(name, cell["protocol"])
+    return out
+
+
+def _dataset_cells(
+    row: Mapping[str, Any], datasets: Mapping[str, str], key: str = "psnr", digits: int = 2
+) -> list[str]:
+    return [_pm(row["datasets"][d], key, digits) if d in row.get("datasets", {}) else "—" for d in datasets]
+
+
 def render_markdown(report: Mapping[str, Any], title: str) -> str:
     """``reports/robustness.md``: the variant × family matrix, the groups, the comparisons, costs, pictures (and
     the promotion, when the report has one)."""
@@ -166,6 +220,8 @@ def render_markdown(report: Mapping[str, Any], title: str) -> str:
     families = list(next(iter(variants.values()))["families"])
     held = set(report["held_out_families"])
     heads = [f"{f} ({'held-out' if f in held else 'no blur' if f == 'none' else 'in-family'})" for f in families]
+    datasets = _datasets(variants)
+    heads += [f"{d} (real, {datasets[d]})" for d in datasets]
     no_blur = all("no_blur" in row for row in variants.values())
     lines = [f"# {title}", ""]
     lines += [
@@ -179,10 +235,10 @@ def render_markdown(report: Mapping[str, Any], title: str) -> str:
         + " | ".join(heads)
         + " | in-family | held-out | held-out − in-family (gain) |"
         + (" no blur |" if no_blur else ""),
-        "|---|" + "---|" * (len(families) + 3 + no_blur),
+        "|---|" + "---|" * (len(families) + len(datasets) + 3 + no_blur),
     ]
     for name, row in variants.items():
-        cells = [_pm(row["families"][f]) for f in families]
+        cells = [_pm(row["families"][f]) for f in families] + _dataset_cells(row, datasets)
         lines.append(
             f"| {name} | " + " | ".join(cells)
             + f" | {row['in_family']['psnr']:.2f} ({row['in_family']['gain_db']:+.2f})"
@@ -191,10 +247,18 @@ def render_markdown(report: Mapping[str, Any], title: str) -> str:
             + (f" {row['no_blur']['psnr']:.2f} ({row['no_blur']['gain_db']:+.2f}) |" if no_blur else "")
         )  # fmt: skip
     lines += ["", "Group cells: mean PSNR (gain over the blurred input). `none`: the sharp crop with sensor noise"]
-    lines += ["only; a network that does no harm keeps it (gain ≈ 0).", "", "## SSIM, variant × blur family", ""]
-    lines += ["| variant | " + " | ".join(heads) + " | in-family | held-out |", "|---|" + "---|" * (len(families) + 2)]
+    lines += ["only; a network that does no harm keeps it (gain ≈ 0)."]
+    if datasets:
+        lines += [
+            "Real columns: the test pairs of a paired dataset, whole images, scored with its published protocol",
+            "(`gopro_hide`: PSNR on 8-bit RGB, MATLAB SSIM; `realblur`: ECC-aligned, masked; `kohler`: best frame;",
+            "`generic`: our PSNR/SSIM); not in the groups. Classical oracles need the true kernel: not run on them.",
+        ]
+    lines += ["", "## SSIM, variant × blur family", ""]
+    lines += ["| variant | " + " | ".join(heads) + " | in-family | held-out |",
+              "|---|" + "---|" * (len(families) + len(datasets) + 2)]  # fmt: skip
     for name, row in variants.items():
-        cells = [_pm(row["families"][f], "ssim", 3) for f in families]
+        cells = [_pm(row["families"][f], "ssim", 3) for f in families] + _dataset_cells(row, datasets, "ssim", 3)
         lines.append(
             f"| {name} | " + " | ".join(cells) + f" | {row['in_family']['ssim']:.3f} | {row['held_out']['ssim']:.3f} |"
         )
@@ -235,14 +299,21 @@ def format_matrix(report: Mapping[str, Any]) -> str:
     families = list(next(iter(variants.values()))["families"])
     held = set(report["held_out_families"])
     heads = [f"{f[:10]}{'*' if f in held else ''}" for f in families]
+    datasets = list(_datasets(variants))
+    heads += [f"{d[:9]}(r)" for d in datasets]
     shown = [g for g in ("in_family", "held_out", "no_blur") if all(g in row for row in variants.values())]
     titles = {"in_family": "in-family", "held_out": "held-out*", "no_blur": "no blur"}
     lines = [f"{'PSNR dB':<18}" + "".join(f"{h:>12}" for h in heads) + "".join(f"{titles[g]:>11}" for g in shown)]
     for name, row in variants.items():
         cells = "".join(f"{row['families'][f]['psnr']:>12.2f}" for f in families)
+        cells += "".join(f"{row['datasets'][d]['psnr']:>12.2f}" if d in row.get("datasets", {}) else f"{'—':>12}"
+                         for d in datasets)  # fmt: skip
         groups = "".join(f"{row[g]['gain_db']:>+11.2f}" for g in shown)
         lines.append(f"{name:<18}{cells}{groups}")
-    lines.append("* held out; group columns: gain over the blurred input (dB)")
+    lines.append(
+        "* held out; (r): a paired dataset's real test pairs, whole images, its protocol's PSNR; group columns: "
+        "gain over the blurred input (dB)"
+    )
     return "\n".join(lines)
 
 
@@ -310,4 +381,7 @@ def write_plots_csv(report: Mapping[str, Any], path: Path) -> None:
         for name, row in report["variants"].items():
             for family, cell in row["families"].items():
                 writer.writerow([f"{family} / {name}", name, family, cell["held_out"], cell["psnr"],
+                                 cell["psnr_std"], cell["ssim"]])  # fmt: skip
+            for dataset, cell in row.get("datasets", {}).items():  # real pairs: held out of training's zoo
+                writer.writerow([f"{dataset} (real) / {name}", name, f"{dataset} (real)", "real", cell["psnr"],
                                  cell["psnr_std"], cell["ssim"]])  # fmt: skip

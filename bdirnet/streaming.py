@@ -13,6 +13,10 @@ a quarter of float32's object-store traffic); the worker turns them into floats.
 ``samples_per_epoch / num_workers`` rows per epoch from its split of the stream. A resumed run starts the stream at
 its first unfinished epoch, so it sees the pairs it would have seen.
 
+Real pairs (``train.paired_share`` > 0): that share of the rows are ``pairs.patch_px`` patches cut at one place from
+both images of a train pair of the paired datasets (:mod:`bdirnet.paired`), family = the dataset's name; their
+draw comes last, so a plan without real pairs draws every row as before.
+
 The driver reads the train photos' ingested PNG bytes once and puts them in Ray's object store
 (:func:`photo_store`); the actors take them from there, so on a cluster no node but the driver's needs the
 ingested folder.
@@ -34,6 +38,8 @@ from bdirnet.datasets import ImageRecord
 from bdirnet.deadleaves import dead_leaves
 from bdirnet.degrade import apply_degradation, sample_params
 from bdirnet.images import decode_png, to_tensor, to_uint8
+from bdirnet.paired import PairRecord
+from bdirnet.pairs import PAIRED_FOLDER
 
 # Decoded photos an actor keeps (an LRU would evict at random under uniform sampling; bounded for huge sets).
 MAX_CACHED_PHOTOS = 4096
@@ -55,6 +61,13 @@ class StreamPlan:
     noise_sigma_max: float
     jpeg_quality_min: int
     dead_leaves_share: float = 0.0
+    paired_share: float = 0.0
+    paired_files: tuple[tuple[str, str], ...] = ()  # (blurred, sharp) of every real train pair, sorted
+    paired_sizes: tuple[tuple[int, int], ...] = ()
+    paired_families: tuple[str, ...] = ()  # each pair's dataset
+
+
+PAIRED_FIELDS = ("paired_share", "paired_files", "paired_sizes", "paired_families")
 
 
 @dataclass(frozen=True)
@@ -69,6 +82,7 @@ class RowRecipe:
     family: str
     blur_seed: int
     dead_leaves_seed: int | None = None  # the sharp side is a dead leaves image in the photo crop's colours
+    blurred_file: str | None = None  # a real pair: ``file`` is its sharp image, this its blurred one, no synthesis
 
 
 def make_plan(
@@ -79,9 +93,20 @@ def make_plan(
     samples_per_epoch: int,
     degrade: DegradeConfig,
     dead_leaves_share: float = 0.0,
+    paired: Mapping[str, list[PairRecord]] | None = None,
+    paired_share: float = 0.0,
+    paired_datasets: tuple[str, ...] = (),
 ) -> StreamPlan:
     """The stream's plan over the train photos that can hold a ``patch_px`` crop; ``dead_leaves_share`` of the
-    rows get a procedural dead leaves image (:mod:`bdirnet.deadleaves`) as their sharp side instead."""
+    rows get a procedural dead leaves image (:mod:`bdirnet.deadleaves`) as their sharp side instead, and
+    ``paired_share`` of them are patches of real train pairs of ``paired`` (the ingested paired datasets as
+    :func:`bdirnet.paired.read_paired_datasets` reads ``<ingested_dir>/paired``), from ``paired_datasets`` (empty:
+    all of them).
+
+    Raises:
+        ValueError: no usable train photo; a real-pair share without a usable train pair, or naming a dataset that
+            was not ingested (each naming the folder and the fix).
+    """
     train = sorted((r for r in records if r.split == "train"), key=lambda r: r.name)
     usable = [r for r in train if min(r.height, r.width) >= patch_px]
     if not usable:
@@ -89,6 +114,24 @@ def make_plan(
             f"{ingested_dir}/manifest.json: no train photo is at least {patch_px} px on its short side "
             f"({len(train)} train photos; lower pairs.patch_px)"
         )
+    real: list[tuple[str, PairRecord]] = []
+    if paired_share > 0:
+        paired = paired or {}
+        missing = sorted(set(paired_datasets) - set(paired))
+        if missing or not paired:
+            raise ValueError(
+                f"{ingested_dir}/paired: train.paired_share is {paired_share} but the paired dataset(s) "
+                f"{missing or 'to train on'} were not ingested (found {sorted(paired)}); put them under "
+                "data/raw/paired/ or set train.paired_share: 0"
+            )
+        for dataset in sorted(paired_datasets or paired):
+            real += [(dataset, r) for r in sorted(paired[dataset], key=lambda r: r.pair_id) if r.split == "train"]
+        real = [(d, r) for d, r in real if min(r.height, r.width) >= patch_px]
+        if not real:
+            raise ValueError(
+                f"{ingested_dir}/paired: train.paired_share is {paired_share} but no train pair of "
+                f"{sorted(paired_datasets or paired)} is at least {patch_px} px on its short side"
+            )
     return StreamPlan(
         ingested_dir=str(ingested_dir.resolve()),
         files=tuple(r.file for r in usable),
@@ -101,7 +144,23 @@ def make_plan(
         noise_sigma_max=degrade.noise_sigma_max,
         jpeg_quality_min=degrade.jpeg_quality_min,
         dead_leaves_share=dead_leaves_share,
+        paired_share=paired_share if real else 0.0,
+        paired_files=tuple((f"{PAIRED_FOLDER}/{r.blurred}", f"{PAIRED_FOLDER}/{r.sharp[0]}") for _, r in real),
+        paired_sizes=tuple((r.height, r.width) for _, r in real),
+        paired_families=tuple(d for d, _ in real),
     )
+
+
+def plan_identity(plan: StreamPlan) -> dict[str, Any]:
+    """What defines the stream's pairs, for the run's data hash: the plan but its folder; a plan without real pairs
+    gives the identity it had before real pairs existed (same run names)."""
+    from bdirnet.config import to_dict
+
+    out = {k: v for k, v in to_dict(plan).items() if k != "ingested_dir"}
+    if plan.paired_share == 0:
+        for key in PAIRED_FIELDS:
+            out.pop(key)
+    return out
 
 
 def draw_row(plan: StreamPlan, row: int) -> RowRecipe:
@@ -120,6 +179,14 @@ def draw_row(plan: StreamPlan, row: int) -> RowRecipe:
     # Drawn last, and only with a share: the rows of a plan without dead leaves stay as they were.
     dead_leaves = plan.dead_leaves_share > 0 and rng.random() < plan.dead_leaves_share
     leaves_seed = int(rng.integers(2**31 - 1)) if dead_leaves else None
+    # Then the real pairs, drawn only with a share, for the same reason.
+    if plan.paired_share > 0 and rng.random() < plan.paired_share:
+        pair = int(rng.integers(len(plan.paired_files)))
+        height, width = plan.paired_sizes[pair]
+        top = int(rng.integers(0, height - plan.patch_px + 1))
+        left = int(rng.integers(0, width - plan.patch_px + 1))
+        blurred, sharp = plan.paired_files[pair]
+        return RowRecipe(epoch, index, sharp, top, left, plan.paired_families[pair], 0, None, blurred)
     return RowRecipe(epoch, index, plan.files[photo], top, left, family, blur_seed, leaves_seed)
 
 
@@ -145,16 +212,27 @@ class TrainPairMaker:
             self.photos[file] = decode_png(self.encoded[file])
         return self.photos[file]
 
+    def crop(self, file: str, recipe: RowRecipe) -> np.ndarray:
+        size = self.plan.patch_px
+        return self.photo(file)[recipe.top : recipe.top + size, recipe.left : recipe.left + size]
+
     def sharp(self, recipe: RowRecipe) -> np.ndarray:
         """The row's sharp ``(P, P, 3)`` uint8 side: its photo crop, or a dead leaves image in that crop's colours."""
         size = self.plan.patch_px
-        crop = self.photo(recipe.file)[recipe.top : recipe.top + size, recipe.left : recipe.left + size]
+        crop = self.crop(recipe.file, recipe)
         if recipe.dead_leaves_seed is None:
             return crop
         return dead_leaves(size, recipe.dead_leaves_seed, crop)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         recipes = [draw_row(self.plan, int(row)) for row in batch["id"]]
+        real = [i for i, r in enumerate(recipes) if r.blurred_file is not None]
+        if real:
+            return self.with_real_pairs(recipes, real)
+        return self.synthetic(recipes)
+
+    def synthetic(self, recipes: list[RowRecipe]) -> dict[str, np.ndarray]:
+        """Rows blurred by the zoo (not through ``__call__``: Ray wraps it and it is not re-entrant)."""
         crops = np.stack([self.sharp(r) for r in recipes])
         params = [
             sample_params(
@@ -173,11 +251,24 @@ class TrainPairMaker:
             "blurred": np.ascontiguousarray(blurred.transpose(0, 3, 1, 2)),
         }
 
+    def with_real_pairs(self, recipes: list[RowRecipe], real: list[int]) -> dict[str, np.ndarray]:
+        """A batch with real pairs: those cut from both images, the synthetic rows made as a batch of their own."""
+        sharp = np.empty((len(recipes), 3, self.plan.patch_px, self.plan.patch_px), np.uint8)
+        blurred = np.empty_like(sharp)
+        for i in real:
+            sharp[i] = self.crop(recipes[i].file, recipes[i]).transpose(2, 0, 1)
+            blurred[i] = self.crop(str(recipes[i].blurred_file), recipes[i]).transpose(2, 0, 1)
+        synthetic = [i for i in range(len(recipes)) if i not in set(real)]
+        if synthetic:
+            made = self.synthetic([recipes[i] for i in synthetic])
+            sharp[synthetic], blurred[synthetic] = made["sharp"], made["blurred"]
+        return {"sharp": sharp, "blurred": blurred}
+
 
 def read_photos(plan: StreamPlan) -> dict[str, bytes]:
-    """The train photos' ingested PNG bytes by file (the one place they are read from disk)."""
+    """The train photos' (and real train pairs') ingested PNG bytes by file (the one place they are read from disk)."""
     encoded = {}
-    for file in plan.files:
+    for file in (*plan.files, *(f for pair in plan.paired_files for f in pair)):
         path = Path(plan.ingested_dir) / file
         try:
             encoded[file] = path.read_bytes()

@@ -32,13 +32,12 @@ import numpy as np
 import torch
 
 from bdirnet.config import DegradeConfig, ModelConfig, TrainConfig, from_mapping, to_dict
-from bdirnet.degrade import FAMILIES
 from bdirnet.engine import NonFiniteLoss, build_optimizer, train_step
 from bdirnet.images import to_uint8
 from bdirnet.losses import TrainingModule
 from bdirnet.metrics import family_group, psnr
 from bdirnet.model import build_model
-from bdirnet.pairs import read_pairs
+from bdirnet.pairs import VAL_SLOTS, read_pairs
 from bdirnet.streaming import StreamPlan, to_float, training_stream
 
 CHECKPOINT_FILE = "state.pt"
@@ -58,6 +57,9 @@ def run_name(train: TrainConfig, model: ModelConfig, data_hash: str) -> str:
     train_identity = to_dict(train)
     train_identity.pop("max_epochs")
     train_identity.pop("max_failures")
+    for key in ("paired_share", "paired_datasets"):  # runs without real pairs keep the names they had before them
+        if not train_identity[key]:
+            train_identity.pop(key)
     identity = {"model": to_dict(model), "train": train_identity, "data": data_hash}
     digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:10]
     return f"{train.run_name}-{digest}"
@@ -145,7 +147,8 @@ def train_epoch(
 
 @dataclass
 class ValSums:
-    """Per-family sums over one worker's val pairs (indexed like :data:`bdirnet.degrade.FAMILIES`)."""
+    """Per-family sums over one worker's val pairs (indexed like :data:`bdirnet.pairs.VAL_SLOTS`: the zoo's families,
+    then every real pair)."""
 
     restored: np.ndarray  # PSNR sums of the network's output
     blurred: np.ndarray  # PSNR sums of the blurred input
@@ -156,7 +159,7 @@ class ValSums:
 
     @classmethod
     def from_vector(cls, values: list[float]) -> ValSums:
-        n = len(FAMILIES)
+        n = len(VAL_SLOTS)
         return cls(*(np.array(values[i * n : (i + 1) * n]) for i in range(3)))
 
 
@@ -164,13 +167,14 @@ def val_metrics(sums: ValSums, degrade: DegradeConfig) -> dict[str, float]:
     """``val_psnr`` (mean over every val pair), and per family and group the PSNR and gain over the input."""
     metrics = {"val_psnr": float(sums.restored.sum() / max(sums.count.sum(), 1.0))}
     gains: dict[str, float] = {}
-    for i, family in enumerate(FAMILIES):
+    for i, family in enumerate(VAL_SLOTS):
         if sums.count[i] > 0:
             metrics[f"val_psnr_{family}"] = float(sums.restored[i] / sums.count[i])
             gains[family] = float((sums.restored[i] - sums.blurred[i]) / sums.count[i])
             metrics[f"val_gain_{family}"] = gains[family]
-    for group in ("in_family", "held_out"):  # `none` alone is its group: logged as val_gain_none above
-        present = [gain for f, gain in gains.items() if family_group(f, degrade.held_out_families) == group]
+    for group in ("in_family", "held_out"):  # `none` and `paired` alone are groups: logged above
+        present = [gain for f, gain in gains.items()
+                   if f != "paired" and family_group(f, degrade.held_out_families) == group]  # fmt: skip
         if present:
             metrics[f"val_gain_{group}"] = float(np.mean(present))
     return metrics
@@ -190,7 +194,7 @@ def validate_epoch(
     """Per-family PSNR sums over this worker's val pairs (the network under bf16 autocast when training uses it,
     PSNR in float32), and a blurred | restored | sharp grid."""
     network.eval()
-    n = len(FAMILIES)
+    n = len(VAL_SLOTS)
     sums = ValSums(np.zeros(n), np.zeros(n), np.zeros(n))
     grid = None
     with torch.no_grad():

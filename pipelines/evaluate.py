@@ -1,9 +1,12 @@
 """Stage `evaluate@<variant>-<seed>`: load one study run's model from the MLflow registry, score it on every blur
-family of the test pairs, time it, and save its restorations of the picture crops and of the real blurred photos.
+family of the test pairs and, at full resolution with its published protocol, on the test pairs of every paired
+dataset ingested (bdirnet/paired_eval.py), time it, and save its restorations of the picture crops and of the real
+blurred photos.
 
 Writes ``--report`` (per-family PSNR/SSIM mean and std over images, per-image values, group means, parameter
-count, seconds per image) and ``--images`` (``<family>.png`` restored picture crops, ``real_<name>.png``); both
-are also logged to the run in MLflow under ``evaluation/``. Promotion happens in the `robustness` stage.
+count, seconds per image; ``datasets``: per paired dataset its protocol and scores) and ``--images``
+(``<family>.png`` restored picture crops, ``real_<name>.png``); both are also logged to the run in MLflow under
+``evaluation/``. Promotion happens in the `robustness` stage.
 """
 
 from __future__ import annotations
@@ -27,6 +30,8 @@ from bdirnet.evaluation import (
 )
 from bdirnet.images import load_image, save_png, to_uint8
 from bdirnet.model import count_parameters
+from bdirnet.paired import read_paired_datasets
+from bdirnet.paired_eval import evaluate_paired
 from bdirnet.runtime import stage_location
 
 
@@ -36,10 +41,11 @@ def main() -> None:
     args.add_argument("--pairs", type=Path, required=True, help="local pairs folder (default storage)")
     args.add_argument("--registered", type=Path, required=True, help="reports/runs/<run>/registered.json")
     args.add_argument("--real-blur", type=Path, required=True, help="folder of real blurred photos, e.g. clock")
+    args.add_argument("--paired", type=Path, help="ingested paired datasets, e.g. data/ingested/paired (optional)")
     args.add_argument("--report", type=Path, required=True, help="reports/runs/<run>/eval.json")
     args.add_argument("--images", type=Path, required=True, help="reports/runs/<run>/images/")
     ns = args.parse_args()
-    degrade = load_params("degrade", ns.params)
+    degrade, evaluate = load_params("degrade", ns.params), load_params("evaluate", ns.params)
     try:
         registered = json.loads(ns.registered.read_text())
         version, run_id = str(registered["version"]), str(registered["run_id"])
@@ -56,6 +62,11 @@ def main() -> None:
     means = report_groups(families)
     for group, values in means.items():
         registry.set_version_tag(uri, version, f"{group}_psnr", f"{values['psnr']:.4f}")
+
+    paired = read_paired_datasets(ns.paired) if ns.paired is not None else {}
+    datasets = evaluate_paired(model, ns.paired, paired, evaluate) if paired else {}
+    for dataset, values in datasets.items():
+        registry.set_version_tag(uri, version, f"{dataset}_psnr", f"{values['psnr']:.4f}")
 
     pictures = picture_pairs(pairs)
     for family, pair in pictures.items():
@@ -77,6 +88,7 @@ def main() -> None:
         "best_val_psnr": registered.get("best_val_psnr"),
         "pictures": {family: pair.pair_id for family, pair in pictures.items()},
         "families": families,
+        "datasets": datasets,
         **means,
     }
     ns.report.parent.mkdir(parents=True, exist_ok=True)
@@ -85,6 +97,10 @@ def main() -> None:
     registry.log_artifact(uri, run_id, ns.images, "evaluation")
     title = f"{registered.get('variant')} seed {registered.get('seed')}: bdirnet v{version} on {len(pairs)} test pairs"
     print(format_table(families, title))
+    for dataset, values in datasets.items():
+        print(f"{dataset:<12} {values['protocol']:>10} {values['n']:>4} {values['psnr']:>7.2f} "
+              f"{values['blurred_psnr']:>8.2f} {values['psnr'] - values['blurred_psnr']:>+6.2f} {values['ssim']:>6.3f}"
+              "  (whole images)")  # fmt: skip
     print(f"{report['parameters']:,} parameters, {1000 * seconds:.1f} ms per {timed.shape[-2]}x{timed.shape[-1]} image")
 
 

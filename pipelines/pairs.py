@@ -1,4 +1,5 @@
-"""Stage `pairs`: Ray Data crops the ingested images and blurs them with the zoo into Parquet shards."""
+"""Stage `pairs`: Ray Data crops the ingested images and blurs them with the zoo into Parquet shards; the val pairs of
+the paired datasets ingested under ``<ingested>/paired/`` join the val shards as real pairs (bdirnet/pairs.py)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ from _common import parser, stage_main
 
 from bdirnet.config import load_params
 from bdirnet.datasets import read_manifest
-from bdirnet.pairs import write_pairs
+from bdirnet.paired import read_paired_datasets
+from bdirnet.pairs import PAIRED_FOLDER, write_pairs
 from bdirnet.runtime import init_ray, shutdown_ray, stage_location
 
 
@@ -25,7 +27,8 @@ def main() -> None:
     start = time.perf_counter()
     init_ray()
     try:
-        counts = write_pairs(read_manifest(ns.ingested), ns.ingested, out_root, pairs, degrade)
+        paired = read_paired_datasets(ns.ingested / PAIRED_FOLDER)
+        counts = write_pairs(read_manifest(ns.ingested), ns.ingested, out_root, pairs, degrade, paired)
         if out_root != str(ns.out.resolve()):  # shards on shared storage: leave a pointer for DVC and later stages
             ns.out.mkdir(parents=True, exist_ok=True)
             (ns.out / "remote.json").write_text(json.dumps({"uri": out_root, "counts": counts}, indent=2) + "\n")

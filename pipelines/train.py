@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 from _common import parser, stage_main
@@ -19,9 +20,11 @@ from _common import parser, stage_main
 from bdirnet import registry
 from bdirnet.config import load_params, load_variant, to_dict
 from bdirnet.datasets import read_manifest
+from bdirnet.paired import read_paired_datasets
+from bdirnet.pairs import PAIRED_FOLDER
 from bdirnet.runtime import init_ray, portable_location, shutdown_ray, stage_location
 from bdirnet.storage_hash import folder_digest
-from bdirnet.streaming import make_plan
+from bdirnet.streaming import make_plan, plan_identity
 from bdirnet.training import TrainingFailed, fit, load_checkpoint_model, run_name
 from bdirnet.weights import save_weights
 
@@ -68,12 +71,22 @@ def main() -> None:
         train_config.samples_per_epoch,
         degrade_config,
         train_config.dead_leaves_share,
+        paired=read_paired_datasets(ns.ingested / PAIRED_FOLDER) if train_config.paired_share > 0 else None,
+        paired_share=train_config.paired_share,
+        paired_datasets=train_config.paired_datasets,
     )
     pairs_root = stage_location(ns.pairs, "pairs")
     storage_path = stage_location(ns.checkpoints, "checkpoints")
     # What the run learns from: the val pairs and the train photos with the stream's recipe.
-    stream_identity = {k: v for k, v in to_dict(plan).items() if k != "ingested_dir"}
+    stream_identity = plan_identity(plan)
     stream_identity["photos"] = sorted(r.sha256 for r in records if r.split == "train")
+    if plan.paired_share > 0:  # and the real pairs' bytes; a plan without them keeps the identity it had before them
+        paired = read_paired_datasets(ns.ingested / PAIRED_FOLDER)
+        used = set(plan.paired_files)
+        stream_identity["paired"] = sorted(sha for records_ in paired.values() for r in records_
+                                           if (f"{PAIRED_FOLDER}/{r.blurred}", f"{PAIRED_FOLDER}/{r.sharp[0]}") in used
+                                           for sha in r.sha256)  # fmt: skip
+
     data_hash = folder_digest(f"{pairs_root}/val", extra=json.dumps(stream_identity, sort_keys=True))
     name = run_name(train_config, model_config, data_hash)
     uri = registry.tracking_uri()
@@ -119,6 +132,7 @@ def main() -> None:
             "epochs": result.epochs,
             "params": params,
         }
+        stream = {"paired_share": plan.paired_share, "paired_train_pairs": dict(Counter(plan.paired_families))}
         weights_sha256 = save_weights(ns.weights, load_checkpoint_model(result.best_checkpoint), meta)
         report = {
             "variant": ns.variant,
@@ -130,6 +144,7 @@ def main() -> None:
             if ns.weights.is_relative_to(repo_root)
             else ns.weights.name,
             "weights_sha256": weights_sha256,
+            "stream": stream,
             **vars(result),
             "best_checkpoint": portable_location(result.best_checkpoint),
             "latest_checkpoint": portable_location(result.latest_checkpoint),

@@ -63,14 +63,16 @@ def run(cmd: list[str], cwd: Path, env: dict[str, str], timeout: int = 600) -> s
 
 
 def make_project(root: Path, params_override: dict[str, Any]) -> Path:
-    """Copy the pipeline (dvc.yaml, pipelines/, bdirnet/, params.yaml) into a fresh git + DVC repo."""
+    """Copy the pipeline (dvc.yaml, pipelines/, bdirnet/, params.yaml, data/raw/paired/: the paired datasets' folder,
+    a dependency of ingest) into a fresh git + DVC repo."""
     workdir = root / "project"
     workdir.mkdir()
-    for name in ("dvc.yaml", "pipelines", "bdirnet"):
+    for name in ("dvc.yaml", "pipelines", "bdirnet", "data/raw/paired/README.md"):
         source = REPO / name
         if source.is_dir():
             shutil.copytree(source, workdir / name, ignore=shutil.ignore_patterns("__pycache__"))
         else:
+            (workdir / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy(source, workdir / name)
     params = merge(yaml.safe_load((REPO / "params.yaml").read_text()), params_override)
     (workdir / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
