@@ -23,7 +23,7 @@ import pyarrow.parquet as pq
 import torch
 
 from bdirnet import BDIRNet
-from bdirnet.config import ModelConfig, TrainConfig, load_params
+from bdirnet.config import DegradeConfig, ModelConfig, TrainConfig, load_params
 from bdirnet.datasets import read_manifest
 from bdirnet.degrade import FAMILIES
 from bdirnet.engine import build_optimizer, train_step
@@ -69,10 +69,15 @@ def load_val(root: Path, per_family: int) -> dict[str, tuple[torch.Tensor, torch
 
 
 def training_pairs(
-    ingested: Path, patch: int, seed: int, steps: int, batch: int, dead_leaves_share: float = 0.0
+    ingested: Path,
+    patch: int,
+    seed: int,
+    steps: int,
+    batch: int,
+    degrade_config: DegradeConfig,
+    dead_leaves_share: float = 0.0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``steps * batch`` fresh pairs of the stream's recipe (no pair repeats), uint8 (N, 3, P, P)."""
-    degrade_config = load_params("degrade", "params.yaml")
     plan = make_plan(read_manifest(ingested), ingested, patch, seed, steps * batch, degrade_config, dead_leaves_share)
     made = TrainPairMaker(plan, read_photos(plan))({"id": np.arange(steps * batch)})
     return torch.from_numpy(made["sharp"]), torch.from_numpy(made["blurred"])
@@ -172,7 +177,7 @@ def main() -> None:
     base_model, base_train = load_params("model", args.params), load_params("train", args.params)
     degrade_config = load_params("degrade", args.params)
     patch = args.patch or load_params("pairs", args.params).patch_px
-    data = training_pairs(args.ingested, patch, base_train.seed, args.steps, args.batch, args.dead_leaves)
+    data = training_pairs(args.ingested, patch, base_train.seed, args.steps, args.batch, degrade_config, args.dead_leaves)
     val = load_val(args.pairs, args.val_per_family)
     sizes = ", ".join(f"{f} {len(v[0])}" for f, v in val.items())
     print(f"{len(data[0])} fresh train pairs of {patch}² ({args.dead_leaves:.0%} dead leaves), val: {sizes}")
