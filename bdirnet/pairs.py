@@ -22,6 +22,7 @@ from bdirnet.datasets import ImageRecord, crop_boxes
 from bdirnet.degrade import FAMILIES, apply_degradation, sample_params
 from bdirnet.images import decode_png, encode_png, to_float_array, to_tensor, to_uint8
 
+SPLITS = ("val", "test")  # materialised here; train pairs are streamed (bdirnet.streaming)
 COLUMNS = ("pair_id", "split", "source", "family", "params", "sharp", "blurred", "height", "width")
 
 
@@ -143,39 +144,52 @@ def write_pairs(
 
     Training pairs are not materialised: :mod:`bdirnet.streaming` makes fresh ones every epoch. Returns the
     number of pairs per split. Ray must be initialised (:func:`bdirnet.runtime.init_ray`).
+
+    Both splits go through one pipeline, so the blur actors start once per stage (importing torch and kornia
+    costs each actor seconds). The plan arrives as blocks of ``batch_rows`` rows that never span two splits, each
+    block one batch, so every actor has blocks to take from the start; the blurred blocks stay in the object
+    store until both splits' shards are written.
     """
+    import pyarrow as pa
     import ray
 
     context = ray.data.DataContext.get_current()
     context.execution_options.preserve_order = True  # deterministic row order -> identical shards
     use_gpu = ray.cluster_resources().get("GPU", 0) > 0
-    counts = {}
-    for split in ("val", "test"):
-        rows = plan_crops(records, split, pairs)
+    plans = {split: plan_crops(records, split, pairs) for split in SPLITS}
+    for split, rows in plans.items():
         if not rows:
             raise ValueError(f"{ingested_dir}/manifest.json: the {split!r} split has no usable images")
-        # One block per batch: a plan in fewer blocks than actors leaves actors idle (Ray Data warns so).
-        blocks = max(pairs.num_actors, -(-len(rows) // pairs.batch_rows))
-        dataset = ray.data.from_items(rows, override_num_blocks=blocks).map_batches(
+    blocks = [
+        pa.Table.from_pylist(rows[i : i + pairs.batch_rows])
+        for rows in plans.values()
+        for i in range(0, len(rows), pairs.batch_rows)
+    ]
+    blurred = (
+        ray.data.from_arrow(blocks)
+        .map_batches(
             BlurPairs,
             fn_constructor_kwargs={
                 "ingested_dir": str(ingested_dir.resolve()),
                 "noise_sigma_max": degrade.noise_sigma_max,
                 "jpeg_quality_min": degrade.jpeg_quality_min,
             },
-            batch_size=pairs.batch_rows,
+            batch_size=None,  # one block, one batch: a block's rows are one split's
             compute=ray.data.ActorPoolStrategy(size=pairs.num_actors),
             num_gpus=1 if use_gpu else 0,
             num_cpus=0 if use_gpu else 1,
         )
-        dataset.write_parquet(
+        .materialize()
+    )
+    parts = blurred.split_at_indices([len(plans["val"])])
+    for split, part in zip(SPLITS, parts, strict=True):
+        part.write_parquet(
             f"{out_root}/{split}",
             filename_provider=_deterministic_names(split),
             min_rows_per_file=max(pairs.batch_rows, 256),
             mode=ray.data.SaveMode.OVERWRITE,
         )
-        counts[split] = len(rows)
-    return counts
+    return {split: len(rows) for split, rows in plans.items()}
 
 
 def _deterministic_names(split: str) -> Any:
