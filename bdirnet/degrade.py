@@ -166,7 +166,9 @@ def centre_of_mass(kernels: Tensor, margin: int) -> Tensor:
     padded = F.pad(kernels, (margin, margin, margin, margin))
     offsets = mass_offsets(padded)
     if bool((offsets.abs() > margin - 1).any()):
-        raise ValueError(f"centre_of_mass: a kernel's mass centre is {offsets.abs().max():.2f} px off, beyond the margin {margin}")
+        raise ValueError(
+            f"centre_of_mass: a kernel's mass centre is {offsets.abs().max():.2f} px off, beyond the margin {margin}"
+        )
     size = padded.shape[-1]
     taps = torch.arange(size, dtype=padded.dtype, device=padded.device)
     columns = (taps[None, None, :] + offsets[:, 1, None, None]).expand(-1, size, size)
@@ -432,8 +434,16 @@ def shake_kernels(params: Sequence[Params], device: torch.device) -> Tensor:
     px = torch.cat([x_start + (x_end - x_start) * fraction, xs[:, -1]])
     py = torch.cat([y_start + (y_end - y_start) * fraction, ys[:, -1]])
     points = torch.bincount(record, minlength=len(params)).to(torch.float64)
-    px = px - torch.zeros(len(params), dtype=torch.float64, device=device).index_add_(0, record, px)[record] / points[record]
-    py = py - torch.zeros(len(params), dtype=torch.float64, device=device).index_add_(0, record, py)[record] / points[record]
+    px = (
+        px
+        - torch.zeros(len(params), dtype=torch.float64, device=device).index_add_(0, record, px)[record]
+        / points[record]
+    )
+    py = (
+        py
+        - torch.zeros(len(params), dtype=torch.float64, device=device).index_add_(0, record, py)[record]
+        / points[record]
+    )
     half = torch.from_numpy(sizes // 2).to(device=device, dtype=torch.float64)[record]
     px, py = px + half, py + half
     x0, y0 = px.floor(), py.floor()

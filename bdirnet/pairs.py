@@ -30,6 +30,7 @@ from bdirnet.images import decode_png, encode_png, to_float_array, to_tensor, to
 from bdirnet.paired import PairRecord
 from bdirnet.texture import decode_tiles, textured_boxes
 
+SPLITS = ("val", "test")  # materialised here; train pairs are streamed (bdirnet.streaming)
 COLUMNS = ("pair_id", "split", "source", "family", "params", "sharp", "blurred", "height", "width")
 PAIRED_FOLDER = "paired"  # the paired datasets' folder under the ingested folder
 PAIRED_SLOT = len(FAMILIES)  # ``family_index`` of a real pair (its family is its dataset's name)
@@ -236,42 +237,58 @@ def write_pairs(
     ``<ingested_dir>/paired``), whose val pairs join the val shards (:func:`plan_paired_crops`). Training pairs are
     not materialised: :mod:`bdirnet.streaming` makes fresh ones every epoch. Returns the number of pairs per split.
     Ray must be initialised (:func:`bdirnet.runtime.init_ray`).
+
+    Both splits go through one pipeline, so the blur actors start once per stage (importing torch and kornia
+    costs each actor seconds). The plan arrives as blocks of ``batch_rows`` rows that never span two splits, each
+    block one batch, so every actor has blocks to take from the start; the blurred blocks stay in the object
+    store until both splits' shards are written.
     """
+    import pyarrow as pa
     import ray
 
     context = ray.data.DataContext.get_current()
     context.execution_options.preserve_order = True  # deterministic row order -> identical shards
     use_gpu = ray.cluster_resources().get("GPU", 0) > 0
-    counts = {}
-    for split in ("val", "test"):
-        rows = plan_crops(records, split, pairs)
+    plans = {split: plan_crops(records, split, pairs) for split in SPLITS}
+    for split, rows in plans.items():
         if not rows:
             raise ValueError(f"{ingested_dir}/manifest.json: the {split!r} split has no usable images")
-        real = plan_paired_crops(paired, pairs) if paired and split == "val" else []
-        if real:  # one set of columns for every row
-            rows = [row | {"blurred_file": "", "pair_params": ""} for row in rows] + real
-        # One block per batch: a plan in fewer blocks than actors leaves actors idle (Ray Data warns so).
-        blocks = max(pairs.num_actors, -(-len(rows) // pairs.batch_rows))
-        dataset = ray.data.from_items(rows, override_num_blocks=blocks).map_batches(
+    real = plan_paired_crops(paired, pairs) if paired else []
+    if real:  # one set of columns for every row; real pairs join val only
+        plans = {
+            split: [row | {"blurred_file": "", "pair_params": ""} for row in rows] for split, rows in plans.items()
+        }
+        plans["val"] = plans["val"] + real
+    blocks = [
+        pa.Table.from_pylist(rows[i : i + pairs.batch_rows])
+        for rows in plans.values()
+        for i in range(0, len(rows), pairs.batch_rows)
+    ]
+    blurred = (
+        ray.data.from_arrow(blocks)
+        .map_batches(
             BlurPairs,
             fn_constructor_kwargs={
                 "ingested_dir": str(ingested_dir.resolve()),
                 "noise_sigma_max": degrade.noise_sigma_max,
                 "jpeg_quality_min": degrade.jpeg_quality_min,
             },
-            batch_size=pairs.batch_rows,
+            batch_size=None,  # one block, one batch: a block's rows are one split's
             compute=ray.data.ActorPoolStrategy(size=pairs.num_actors),
             num_gpus=1 if use_gpu else 0,
             num_cpus=0 if use_gpu else 1,
         )
-        dataset.write_parquet(
+        .materialize()
+    )
+    parts = blurred.split_at_indices([len(plans["val"])])
+    for split, part in zip(SPLITS, parts, strict=True):
+        part.write_parquet(
             f"{out_root}/{split}",
             filename_provider=_deterministic_names(split),
             min_rows_per_file=max(pairs.batch_rows, 256),
             mode=ray.data.SaveMode.OVERWRITE,
         )
-        counts[split] = len(rows)
-    return counts
+    return {split: len(rows) for split, rows in plans.items()}
 
 
 def _deterministic_names(split: str) -> Any:
@@ -305,9 +322,23 @@ def decode_pairs(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return out
 
 
-def read_pairs(uri: str) -> Any:
-    """A Ray dataset of decoded pairs (``sharp``, ``blurred``, ``family_index``) from a folder of Parquet shards."""
-    import ray
+def read_pair_shard(uri: str, index: int, count: int) -> dict[str, np.ndarray]:
+    """Share ``index`` of ``count`` of the decoded pairs in a folder of Parquet shards (a local folder or
+    ``s3://...``): every ``count``-th row from row ``index``, as :func:`decode_pairs` returns them.
 
-    dataset = ray.data.read_parquet(uri, columns=["sharp", "blurred", "family"])
-    return dataset.map_batches(decode_pairs, batch_format="numpy", batch_size=64)
+    Each Ray Train worker reads its share of the val pairs in its own process: a Ray Data pipeline for a few hundred
+    pairs cost ~10 s a run on 2 cores (its read and decode tasks start worker processes that import torch).
+    """
+    import pyarrow.dataset as ds
+    import pyarrow.fs
+
+    location = uri if "://" in uri else str(Path(uri).resolve())
+    filesystem, path = pyarrow.fs.FileSystem.from_uri(location)
+    try:
+        table = ds.dataset(path, filesystem=filesystem, format="parquet").to_table(
+            columns=["sharp", "blurred", "family"]
+        )
+    except (OSError, ValueError) as error:
+        raise FileNotFoundError(f"{uri}: cannot read the pairs shards ({error})") from None
+    rows = table.take(np.arange(index, table.num_rows, count))
+    return decode_pairs({name: rows.column(name).to_numpy(zero_copy_only=False) for name in rows.column_names})

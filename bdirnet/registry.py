@@ -105,9 +105,14 @@ def log_params(uri: str, run_id: str, params: dict[str, Any]) -> None:
 
 
 def log_metrics(uri: str, run_id: str, metrics: dict[str, float], step: int) -> None:
-    client = _client(uri)
-    for key, value in metrics.items():
-        client.log_metric(run_id, key, float(value), step=step)
+    """Log metrics at ``step`` in one request (one transaction on SQLite, not one per metric)."""
+    import time
+
+    from mlflow.entities import Metric
+
+    timestamp = int(time.time() * 1000)
+    batch = [Metric(key, float(value), timestamp, step) for key, value in metrics.items()]
+    _client(uri).log_batch(run_id, metrics=batch)
 
 
 def log_image(uri: str, run_id: str, image: np.ndarray, artifact_file: str) -> None:

@@ -83,6 +83,10 @@ def init_ray(num_cpus: int | None = None) -> Any:
         ray.init(address=address, log_to_driver=True)
     else:
         os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+        # Ray starts its workers at nice 15, so on a shared machine every other process (a plain loop, another
+        # user's job) takes the cores from the stage's actors and Train workers first. This Ray exists to run the
+        # stage's own work: its workers get the stage's priority (set RAY_worker_niceness to choose otherwise).
+        os.environ.setdefault("RAY_worker_niceness", "0")
         temp_dir = os.environ.get("BDIRNET_RAY_TMP", DEFAULT_RAY_TMP)
         if num_cpus is None:
             # Two logical CPUs beyond the cores, so Ray Data's read/decode tasks still get scheduled while

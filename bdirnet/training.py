@@ -37,7 +37,7 @@ from bdirnet.images import to_uint8
 from bdirnet.losses import TrainingModule
 from bdirnet.metrics import family_group, psnr
 from bdirnet.model import build_model
-from bdirnet.pairs import VAL_SLOTS, read_pairs
+from bdirnet.pairs import VAL_SLOTS, read_pair_shard
 from bdirnet.streaming import StreamPlan, to_float, training_stream
 
 CHECKPOINT_FILE = "state.pt"
@@ -180,12 +180,12 @@ def val_metrics(sums: ValSums, degrade: DegradeConfig) -> dict[str, float]:
     return metrics
 
 
-def val_batches(device: torch.device) -> list[dict[str, torch.Tensor]]:
-    """This worker's shard of the val pairs, decoded once and kept: every epoch scores the same pairs, so reading
-    and decoding the shards again each epoch would only cost time."""
-    import ray.train
-
-    return list(ray.train.get_dataset_shard("val").iter_torch_batches(batch_size=16, device=device))
+def val_batches(uri: str, rank: int, world_size: int, device: torch.device) -> list[dict[str, torch.Tensor]]:
+    """This worker's share of the val pairs (every ``world_size``-th pair from ``rank``), decoded once and kept:
+    every epoch scores the same pairs, so reading and decoding the shards again each epoch would only cost time."""
+    shard = {name: torch.from_numpy(array).to(device) for name, array in read_pair_shard(uri, rank, world_size).items()}
+    count = len(shard["family_index"])
+    return [{name: tensor[i : i + 16] for name, tensor in shard.items()} for i in range(0, count, 16)]
 
 
 def validate_epoch(
@@ -296,7 +296,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             return
         train_seconds = time.perf_counter() - started
         if val is None:
-            val = val_batches(device)
+            val = val_batches(loop_config["val_uri"], rank, world_size, device)
         sums, grid = validate_epoch(module.network, val, train_config.bf16_autocast)
         *reduced, samples = _all_reduce_sum([*sums.vector(), float(seen)], device)
         metrics |= val_metrics(ValSums.from_vector(reduced), degrade_config)
@@ -410,7 +410,11 @@ def fit(
         )
     use_gpu = train_config.use_gpu and ray.cluster_resources().get("GPU", 0) > train_config.num_workers
     stream = training_stream(plan, first_epoch, train_config.max_epochs, train_config.data_actors, use_gpu)
-    cpus = max(1, (os.cpu_count() or 1) // train_config.num_workers)
+    # Torch threads per worker: the cores the CPU blur actors leave, shared by the workers. A worker with as many
+    # threads as cores beside a busy actor oversubscribes them, and OpenMP threads that wait for a preempted peer
+    # stall the whole step (measured: 2 threads beside other work ran 1.6-10x slower per sample than 1).
+    cpu_actors = 0 if use_gpu else train_config.data_actors
+    cpus = max(1, ((os.cpu_count() or 1) - cpu_actors) // train_config.num_workers)
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config={
@@ -420,6 +424,7 @@ def fit(
             "steps_per_epoch": steps_per_epoch,
             "first_epoch": first_epoch,
             "threads_per_worker": cpus,
+            "val_uri": val_uri,
             "run_name": name,
             "tracking_uri": tracking_uri,
             "mlflow_run_id": mlflow_run_id,
@@ -429,7 +434,7 @@ def fit(
             use_gpu=train_config.use_gpu,
             resources_per_worker=worker_resources(),
         ),
-        datasets={"train": stream, "val": read_pairs(val_uri)},
+        datasets={"train": stream},
         run_config=ray.train.RunConfig(
             name=name,
             storage_path=storage_path,
@@ -439,6 +444,8 @@ def fit(
             failure_config=ray.train.FailureConfig(max_failures=train_config.max_failures),
         ),
     )
+    # The controller polls the workers every 2 s by default: up to 2 s at the start and at the end of every run.
+    os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5")
     registry.set_run_tag(tracking_uri, mlflow_run_id, NONFINITE_TAG, None)  # from an earlier attempt
     try:
         result = trainer.fit()

@@ -177,7 +177,9 @@ def main() -> None:
     base_model, base_train = load_params("model", args.params), load_params("train", args.params)
     degrade_config = load_params("degrade", args.params)
     patch = args.patch or load_params("pairs", args.params).patch_px
-    data = training_pairs(args.ingested, patch, base_train.seed, args.steps, args.batch, degrade_config, args.dead_leaves)
+    data = training_pairs(
+        args.ingested, patch, base_train.seed, args.steps, args.batch, degrade_config, args.dead_leaves
+    )
     val = load_val(args.pairs, args.val_per_family)
     sizes = ", ".join(f"{f} {len(v[0])}" for f, v in val.items())
     print(f"{len(data[0])} fresh train pairs of {patch}² ({args.dead_leaves:.0%} dead leaves), val: {sizes}")

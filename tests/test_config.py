@@ -235,7 +235,9 @@ def test_overrides_files_give_valid_studies(name: str, tmp_path: Path) -> None:
         load_params(section, path)
     study = load_params("study", path)
     for variant in study.variants:
-        model, train = load_variant(path, variant, study.seeds[0])
+        model, _ = load_variant(path, variant, study.seeds[0])
         for key, value in overrides.get("model", {}).items():
-            if key not in yaml.safe_load((REPO / "params.yaml").read_text())["variants"].get(variant, {}).get("model", {}):
+            if key not in yaml.safe_load((REPO / "params.yaml").read_text())["variants"].get(variant, {}).get(
+                "model", {}
+            ):
                 assert getattr(model, key) == value, (variant, key)
