@@ -43,14 +43,17 @@ def cluster(tmp_path: Path) -> Iterator[dict[str, str]]:
     address = f"127.0.0.1:{gcs_port}"
     nodes: list[subprocess.Popen[bytes]] = []
     try:
+        # Every node's dashboard agent on a free port: the default 52365 is taken by any other Ray on this machine
+        # (a study's head, another test's session), and a head whose agent cannot bind has no Jobs API.
         head_args = ["--head", "--node-ip-address=127.0.0.1", f"--port={gcs_port}", "--dashboard-host=127.0.0.1",
-                     f"--dashboard-port={dashboard_port}", "--num-cpus=2", '--resources={"train_slot": 1}',
-                     f"--temp-dir={temp}"]  # fmt: skip
+                     f"--dashboard-port={dashboard_port}", f"--dashboard-agent-listen-port={free_port()}",
+                     "--num-cpus=2", '--resources={"train_slot": 1}', f"--temp-dir={temp}"]  # fmt: skip
         nodes.append(start_node(head_args, env, tmp_path / "head.log"))
         dashboard = f"http://127.0.0.1:{dashboard_port}"
         wait_for_http(f"{dashboard}/api/version", nodes[0], seconds=90, what="ray head (dashboard, Jobs API)")
         nodes.append(start_node([f"--address={address}", "--node-ip-address=127.0.0.1", "--num-cpus=2",
-                                 '--resources={"train_slot": 1}'], env, tmp_path / "worker.log"))  # fmt: skip
+                                 f"--dashboard-agent-listen-port={free_port()}", '--resources={"train_slot": 1}'],
+                                env, tmp_path / "worker.log"))  # fmt: skip
         deadline = time.monotonic() + 90
         while subprocess.run([str(VENV_BIN / "ray"), "job", "list", f"--address={dashboard}"], env=env,
                              capture_output=True, timeout=60).returncode != 0:  # fmt: skip
