@@ -145,9 +145,9 @@ def sample_params(
 
 # --------------------------------------------------------------------------------------------- kernels
 def mass_offsets(kernels: Tensor) -> Tensor:
-    """``(n, 2)``: how far each ``(n, k, k)`` kernel's centre of mass lies from its centre, ``(rows, columns)`` px."""
-    size = kernels.shape[-1]
-    offsets = torch.arange(size, dtype=kernels.dtype, device=kernels.device) - (size - 1) / 2
+    """``(n, 2)``: how far each ``(n, k, k)`` float64 kernel's (odd ``k``) centre of mass lies from its centre,
+    ``(rows, columns)`` px."""
+    offsets = _centred(kernels.shape[-1], kernels.device)
     mass = kernels.sum(dim=(1, 2))
     rows = (kernels.sum(dim=2) * offsets).sum(dim=1) / mass
     columns = (kernels.sum(dim=1) * offsets).sum(dim=1) / mass
@@ -434,16 +434,12 @@ def shake_kernels(params: Sequence[Params], device: torch.device) -> Tensor:
     px = torch.cat([x_start + (x_end - x_start) * fraction, xs[:, -1]])
     py = torch.cat([y_start + (y_end - y_start) * fraction, ys[:, -1]])
     points = torch.bincount(record, minlength=len(params)).to(torch.float64)
-    px = (
-        px
-        - torch.zeros(len(params), dtype=torch.float64, device=device).index_add_(0, record, px)[record]
-        / points[record]
-    )
-    py = (
-        py
-        - torch.zeros(len(params), dtype=torch.float64, device=device).index_add_(0, record, py)[record]
-        / points[record]
-    )
+
+    def about_mean(values: Tensor) -> Tensor:  # each record's points moved so that their mean is 0
+        sums = torch.zeros(len(params), dtype=torch.float64, device=device).index_add_(0, record, values)
+        return values - (sums / points)[record]
+
+    px, py = about_mean(px), about_mean(py)
     half = torch.from_numpy(sizes // 2).to(device=device, dtype=torch.float64)[record]
     px, py = px + half, py + half
     x0, y0 = px.floor(), py.floor()

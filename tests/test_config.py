@@ -216,28 +216,23 @@ def test_table_names_a_malformed_or_non_utf8_report(tmp_path: Path, capsys: pyte
     assert "binary.json: cannot read the report" in capsys.readouterr().err
 
 
-def _merged(base: dict, overrides: dict) -> dict:
-    return {
-        key: _merged(base[key], value) if isinstance(value, dict) and isinstance(base.get(key), dict) else value
-        for key, value in (base | overrides).items()
-    }
-
-
 @pytest.mark.parametrize("name", ["quick", "full", "gpu"])
 def test_overrides_files_give_valid_studies(name: str, tmp_path: Path) -> None:
     """Each study's overrides, applied to params.yaml as `dvc exp run -S` would, load every section and variant."""
     from bdirnet.config import SECTIONS, set_param_arguments
 
+    from .e2e.conftest import merge
+
+    base = yaml.safe_load((REPO / "params.yaml").read_text())
     overrides = yaml.safe_load((REPO / f"params.{name}.yaml").read_text())
     assert set_param_arguments(REPO / f"params.{name}.yaml", REPO / "params.yaml")  # every key exists in params.yaml
-    path = write(tmp_path, _merged(yaml.safe_load((REPO / "params.yaml").read_text()), overrides))
+    path = write(tmp_path, merge(base, overrides))
     for section in SECTIONS:
         load_params(section, path)
     study = load_params("study", path)
     for variant in study.variants:
         model, _ = load_variant(path, variant, study.seeds[0])
+        own = base["variants"].get(variant, {}).get("model", {})  # a variant's own switches win over the overrides
         for key, value in overrides.get("model", {}).items():
-            if key not in yaml.safe_load((REPO / "params.yaml").read_text())["variants"].get(variant, {}).get(
-                "model", {}
-            ):
+            if key not in own:
                 assert getattr(model, key) == value, (variant, key)
