@@ -111,9 +111,12 @@ GROUPS: tuple[str, ...] = ("in_family", "held_out", "no_blur")
 
 
 def family_group(family: str, held_out_families: Sequence[str]) -> str:
-    """The group of a family: ``no_blur`` for ``none``, ``held_out`` for a held-out family, else ``in_family``."""
+    """The group of a family: ``no_blur`` for ``none``, ``paired`` for the real pairs' slot of validation
+    (:data:`bdirnet.pairs.VAL_SLOTS`), ``held_out`` for a held-out family, else ``in_family``."""
     if family == "none":
         return "no_blur"
+    if family == "paired":
+        return "paired"
     return "held_out" if family in held_out_families else "in_family"
 
 

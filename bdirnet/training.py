@@ -173,8 +173,7 @@ def val_metrics(sums: ValSums, degrade: DegradeConfig) -> dict[str, float]:
             gains[family] = float((sums.restored[i] - sums.blurred[i]) / sums.count[i])
             metrics[f"val_gain_{family}"] = gains[family]
     for group in ("in_family", "held_out"):  # `none` and `paired` alone are groups: logged above
-        present = [gain for f, gain in gains.items()
-                   if f != "paired" and family_group(f, degrade.held_out_families) == group]  # fmt: skip
+        present = [gain for f, gain in gains.items() if family_group(f, degrade.held_out_families) == group]
         if present:
             metrics[f"val_gain_{group}"] = float(np.mean(present))
     return metrics
