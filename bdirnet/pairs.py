@@ -28,6 +28,7 @@ from bdirnet.datasets import ImageRecord, crop_boxes
 from bdirnet.degrade import FAMILIES, apply_degradation, sample_params
 from bdirnet.images import decode_png, encode_png, to_float_array, to_tensor, to_uint8
 from bdirnet.paired import PairRecord
+from bdirnet.runtime import pin_torch_threads
 from bdirnet.texture import decode_tiles, textured_boxes
 
 SPLITS = ("val", "test")  # materialised here; train pairs are streamed (bdirnet.streaming)
@@ -140,6 +141,7 @@ class BlurPairs:
         self.jpeg_quality_min = jpeg_quality_min
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         self.images: dict[str, np.ndarray] = {}
+        pin_torch_threads()
 
     def image(self, file: str) -> np.ndarray:
         if file not in self.images:

@@ -6,6 +6,17 @@
 - :func:`run_in_ray_session` (``bdirnet with-ray -- dvc repro``): one local head for a whole study, which every stage
   joins through ``RAY_ADDRESS`` (about 1.5 s to join vs 5-7 s to start Ray on 2 cores), stopped when the command
   ends, fails or is interrupted.
+- A local Ray (its own or the study's head) runs Ray Train without its preemption watcher and metrics
+  (``RAY_TRAIN_ENABLE_PREEMPTION_WATCHER=0``, ``RAY_TRAIN_METRICS_ENABLED=0``, set only when the user has not):
+  one machine has no spot nodes to drain and no Prometheus to scrape, and the watcher is one more worker process
+  per run (measured: ~1.5 s less per-run overhead on 2 cores). A cluster (``RAY_ADDRESS``) keeps Ray's defaults.
+- Not set: ``RAY_preload_python_modules`` (measured, issue 14). Ray imports those modules in *every* Python worker
+  before it takes work, also in the many that never use torch (Ray Data's stats/autoscaling actors, write tasks,
+  Ray Train's controller helpers), and Ray Train's controller and workers run under a runtime env of their own, so
+  they never take the prestarted (warm) workers anyway: the pairs stage took 1.7-3x longer with
+  ``torch,kornia`` preloaded, a training run ~3 s more overhead. A user who sets it still gets actors at one torch
+  thread per CPU they hold (:func:`pin_torch_threads`): torch imported before Ray sets ``OMP_NUM_THREADS=1`` would
+  otherwise take every core in every actor.
 - ``BDIRNET_STORAGE``: the root for pair shards (``/pairs``) and Ray Train checkpoints (``/checkpoints``), a
   local folder or ``s3://bucket/prefix``; unset, each stage uses the local folder given on its command line.
 """
@@ -87,6 +98,10 @@ def init_ray(num_cpus: int | None = None) -> Any:
         # user's job) takes the cores from the stage's actors and Train workers first. This Ray exists to run the
         # stage's own work: its workers get the stage's priority (set RAY_worker_niceness to choose otherwise).
         os.environ.setdefault("RAY_worker_niceness", "0")
+        # One machine: no preemptible nodes for Ray Train's preemption watcher (an actor and a poll loop per run),
+        # no Prometheus for its metrics. Ray Train reads both in the driver and passes them to its controller.
+        os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
+        os.environ.setdefault("RAY_TRAIN_METRICS_ENABLED", "0")
         temp_dir = os.environ.get("BDIRNET_RAY_TMP", DEFAULT_RAY_TMP)
         if num_cpus is None:
             # Two logical CPUs beyond the cores, so Ray Data's read/decode tasks still get scheduled while
@@ -145,6 +160,25 @@ def run_in_ray_session(command: Sequence[str], num_cpus: int | None = None) -> i
         shutdown_ray()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+def pin_torch_threads() -> None:
+    """In a Ray actor or task that holds CPUs: torch's intra-op threads = the CPUs it holds (at least 1).
+
+    Ray sets ``OMP_NUM_THREADS`` to those CPUs only when a worker takes its work, and torch reads it once, at
+    import: a worker that imported torch earlier (``RAY_preload_python_modules``) would run on every core of the
+    machine, beside the other actors (measured on 2 cores: the pairs stage 1.7-3x slower). Same threads as a worker
+    that imports torch itself; no-op outside a Ray worker and for work that holds no CPU (a GPU actor).
+    """
+    import ray
+
+    if not ray.is_initialized() or ray.get_runtime_context().worker.mode != ray.WORKER_MODE:
+        return
+    cpus = int(ray.get_runtime_context().get_assigned_resources().get("CPU", 0))
+    if cpus >= 1:
+        import torch
+
+        torch.set_num_threads(cpus)
 
 
 def _free_port() -> int:

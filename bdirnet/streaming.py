@@ -40,6 +40,7 @@ from bdirnet.degrade import apply_degradation, sample_params
 from bdirnet.images import decode_png, to_tensor, to_uint8
 from bdirnet.paired import PairRecord
 from bdirnet.pairs import PAIRED_FOLDER
+from bdirnet.runtime import pin_torch_threads
 
 # Decoded photos an actor keeps (an LRU would evict at random under uniform sampling; bounded for huge sets).
 MAX_CACHED_PHOTOS = 4096
@@ -204,6 +205,7 @@ class TrainPairMaker:
         self.encoded: Mapping[str, bytes] = encoded
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         self.photos: dict[str, np.ndarray] = {}
+        pin_torch_threads()
 
     def photo(self, file: str) -> np.ndarray:
         if file not in self.photos:

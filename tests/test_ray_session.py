@@ -108,3 +108,51 @@ def test_ctrl_c_stops_the_command_and_the_head(tmp_path: Path, session_env: dict
 def test_with_ray_needs_a_command() -> None:
     result = subprocess.run([sys.executable, "-m", "bdirnet.cli", "with-ray"], capture_output=True, text=True)
     assert result.returncode == 2 and "give the command after --" in result.stderr
+
+
+# A local Ray whose workers import torch before they take work (the user's RAY_preload_python_modules): the blur
+# actors still run on the one CPU each holds, and init_ray's own defaults for a local Ray are in place.
+PRELOADED = textwrap.dedent(
+    """
+    import json, os, sys
+    from bdirnet.runtime import init_ray
+    os.environ["RAY_TRAIN_METRICS_ENABLED"] = "1"  # the user's choice wins
+    ray = init_ray()
+
+    @ray.remote(num_cpus=0)  # the two actors below hold both CPUs
+    def preloaded():
+        return "torch" in sys.modules  # this function imports nothing: only the worker's preload can have
+
+    from bdirnet.pairs import BlurPairs
+    from bdirnet.streaming import TrainPairMaker, StreamPlan
+
+    def threads(actor):
+        return actor.__ray_call__.remote(lambda self: __import__("torch").get_num_threads())
+
+    blur = ray.remote(num_cpus=1)(BlurPairs).remote(sys.argv[2], 0.01, 70)
+    plan = StreamPlan(sys.argv[2], (), (), 32, 0, 8, ("gaussian",), 0.0, 0.01, 70)
+    maker = ray.remote(num_cpus=1)(TrainPairMaker).remote(plan, {})
+    seen = {"preloaded": ray.get(preloaded.remote()), "blur": ray.get(threads(blur)),
+            "maker": ray.get(threads(maker)), "cores": os.cpu_count(),
+            "env": {k: os.environ.get(k) for k in ("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER",
+                                                  "RAY_TRAIN_METRICS_ENABLED")}}
+    open(sys.argv[1], "w").write(json.dumps(seen))
+    """
+)
+
+
+def test_preloaded_torch_keeps_one_thread_per_actor_cpu(tmp_path: Path, session_env: dict[str, str]) -> None:
+    script = tmp_path / "preloaded.py"
+    script.write_text(PRELOADED)
+    env = {k: v for k, v in session_env.items() if not k.startswith("RAY_TRAIN_")}
+    env["RAY_preload_python_modules"] = "torch"
+    seen_file = tmp_path / "seen.json"
+    subprocess.run([sys.executable, str(script), str(seen_file), str(tmp_path)], env=env, check=True, timeout=300)
+    import json
+
+    seen = json.loads(seen_file.read_text())
+    assert seen["preloaded"] is True  # the raylet passed the preload on: the workers had torch before any work
+    # Without pin_torch_threads a preloaded torch takes every core (2 on the test machine) in each actor.
+    assert seen["blur"] == seen["maker"] == 1
+    assert seen["env"] == {"RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0", "RAY_TRAIN_METRICS_ENABLED": "1"}
+    assert wait_until_gone(session_env["BDIRNET_RAY_TMP"]) == []
