@@ -114,7 +114,7 @@ class DegradeConfig:
     held_out_families: tuple[str, ...] = ("shake", "defocus", "nonuniform")
     noise_sigma_max: float = 0.01
     jpeg_quality_min: int = 0
-    none_share: float = 0.1  # share of training pairs that are the sharp crop plus noise only ("no blur: leave it")
+    none_share: float = 0.25  # share of training pairs that are the sharp crop plus noise only ("no blur: leave it")
 
     def __post_init__(self) -> None:
         from bdirnet.degrade import FAMILIES
@@ -263,9 +263,15 @@ class PairsConfig:
             raise ConfigError("pairs.batch_rows and pairs.num_actors must be >= 1")
 
 
+CLASSICAL_METHODS: tuple[str, ...] = ("blurred", "wiener_oracle", "richardson_lucy")
+"""The classical references of the ``classical`` stage (``pipelines/classical.py``), in report order."""
+REQUIRED_CLASSICAL_METHODS: tuple[str, ...] = ("blurred", "wiener_oracle")
+
+
 @dataclass(frozen=True)
 class EvaluateConfig:
-    """Full-resolution scoring of the paired test sets (``evaluate`` section; :mod:`bdirnet.paired_eval`).
+    """Full-resolution scoring of the paired test sets (``evaluate`` section; :mod:`bdirnet.paired_eval`), and which
+    classical references the ``classical`` stage scores (:data:`CLASSICAL_METHODS`).
 
     Every test image is restored whole, or in ``tile_px`` tiles overlapping by ``overlap_px`` when a side is longer
     (:func:`bdirnet.deblur.restore`, the ``bdirnet deblur`` tiling); ``paired_max_images`` > 0 scores only the first
@@ -275,8 +281,18 @@ class EvaluateConfig:
     tile_px: int = 2048
     overlap_px: int = 32
     paired_max_images: int = 0
+    classical_methods: tuple[str, ...] = CLASSICAL_METHODS
 
     def __post_init__(self) -> None:
+        unknown = sorted(set(self.classical_methods) - set(CLASSICAL_METHODS))
+        if unknown:
+            raise ConfigError(f"evaluate.classical_methods: unknown {unknown}; known are {list(CLASSICAL_METHODS)}")
+        needed = [m for m in REQUIRED_CLASSICAL_METHODS if m not in self.classical_methods]
+        if needed:
+            raise ConfigError(
+                f"evaluate.classical_methods must include {needed}: the gains are measured against the blurred input "
+                "and the picture grids show the Wiener oracle"
+            )
         if self.tile_px < 16 or not 0 <= self.overlap_px < self.tile_px // 2:
             raise ConfigError(
                 f"evaluate: need tile_px >= 16 and 0 <= overlap_px < tile_px / 2, got {self.tile_px}, {self.overlap_px}"

@@ -140,6 +140,7 @@ def test_quick_overrides_become_dvc_set_params(tmp_path: Path) -> None:
     assert set_param_arguments(REPO / "params.quick.yaml") == [
         "-S", 'study.variants=["bdirnet","transfer_residual"]', "-S", "study.seeds=[0]",
         "-S", "pairs.test_crops_per_image=1", "-S", "train.samples_per_epoch=2048", "-S", "train.max_epochs=2",
+        "-S", 'evaluate.classical_methods=["blurred","wiener_oracle"]',
     ]  # fmt: skip
     path = write(tmp_path, {"model": {"said": False}, "degrade": {"train_families": ["motion", "gaussian"]}})
     assert set_param_arguments(path) == ["-S", 'degrade.train_families=["motion","gaussian"]', "-S", "model.said=false"]
@@ -174,13 +175,15 @@ def test_dataclass_defaults_are_the_params_yaml_values() -> None:
         ("pairs", {"val_crops_per_image": 0}, "crops per image must be >= 1"),
         ("pairs", {"min_texture": 1.5}, r"min_texture must be in \[0, 1\]"),
         ("degrade", {"train_families": ()}, "train_families must name at least one family"),
+        ("evaluate", {"classical_methods": ("blurred", "wiener_oracle", "lucy")}, r"unknown \['lucy'\]"),
+        ("evaluate", {"classical_methods": ("wiener_oracle",)}, r"must include \['blurred'\]"),
     ],
 )
 def test_values_out_of_range_are_refused(section: str, values: dict[str, object], message: str) -> None:
-    from bdirnet.config import DegradeConfig, IngestConfig, PairsConfig
+    from bdirnet.config import DegradeConfig, EvaluateConfig, IngestConfig, PairsConfig
 
     cls = {"train": TrainConfig, "loss": LossConfig, "ingest": IngestConfig, "degrade": DegradeConfig,
-           "pairs": PairsConfig}[section]  # fmt: skip
+           "pairs": PairsConfig, "evaluate": EvaluateConfig}[section]  # fmt: skip
     with pytest.raises(ConfigError, match=message):
         cls(**values)
 
