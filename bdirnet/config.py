@@ -264,7 +264,9 @@ class PairsConfig:
 
 
 CLASSICAL_METHODS: tuple[str, ...] = ("blurred", "wiener_oracle", "richardson_lucy")
-"""The classical references of the ``classical`` stage (``pipelines/classical.py``), in report order."""
+"""The classical references of the ``classical`` stage (``pipelines/classical.py``, which checks its table against
+these), in report order. Named here, not taken from :mod:`bdirnet.classical`: every stage loads this module, and
+importing that one would make every stage depend on it (tests/test_stage_deps.py)."""
 REQUIRED_CLASSICAL_METHODS: tuple[str, ...] = ("blurred", "wiener_oracle")
 
 
@@ -285,8 +287,11 @@ class EvaluateConfig:
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.classical_methods) - set(CLASSICAL_METHODS))
-        if unknown:
-            raise ConfigError(f"evaluate.classical_methods: unknown {unknown}; known are {list(CLASSICAL_METHODS)}")
+        if unknown or len(set(self.classical_methods)) != len(self.classical_methods):
+            raise ConfigError(
+                f"evaluate.classical_methods: unknown {unknown} or repeated in {list(self.classical_methods)}; "
+                f"known are {list(CLASSICAL_METHODS)}"
+            )
         needed = [m for m in REQUIRED_CLASSICAL_METHODS if m not in self.classical_methods]
         if needed:
             raise ConfigError(

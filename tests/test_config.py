@@ -176,6 +176,7 @@ def test_dataclass_defaults_are_the_params_yaml_values() -> None:
         ("pairs", {"min_texture": 1.5}, r"min_texture must be in \[0, 1\]"),
         ("degrade", {"train_families": ()}, "train_families must name at least one family"),
         ("evaluate", {"classical_methods": ("blurred", "wiener_oracle", "lucy")}, r"unknown \['lucy'\]"),
+        ("evaluate", {"classical_methods": ("blurred", "blurred", "wiener_oracle")}, "or repeated in"),
         ("evaluate", {"classical_methods": ("wiener_oracle",)}, r"must include \['blurred'\]"),
     ],
 )
