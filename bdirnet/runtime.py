@@ -181,12 +181,22 @@ def pin_torch_threads() -> None:
         torch.set_num_threads(cpus)
 
 
-def _free_port() -> int:
+# Ports a local Ray takes by default for its own components: a dashboard on one of them fails ray.init with "port
+# ... used by other components" (seen in CI: the OS handed out 52365, the dashboard agent's fixed HTTP port).
+RAY_DEFAULT_PORTS = frozenset({6379, 8265, 10001, 52365})
+
+
+def _free_port(avoid: frozenset[int] = RAY_DEFAULT_PORTS) -> int:
+    """A port on 127.0.0.1 that is free now and is none of ``avoid``."""
     import socket
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    for _ in range(100):
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = int(sock.getsockname()[1])
+        if port not in avoid:
+            return port
+    raise RuntimeError(f"no free port on 127.0.0.1 outside {sorted(avoid)} after 100 tries")
 
 
 def shutdown_ray() -> None:

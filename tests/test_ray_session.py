@@ -156,3 +156,36 @@ def test_preloaded_torch_keeps_one_thread_per_actor_cpu(tmp_path: Path, session_
     assert seen["blur"] == seen["maker"] == 1
     assert seen["env"] == {"RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0", "RAY_TRAIN_METRICS_ENABLED": "1"}
     assert wait_until_gone(session_env["BDIRNET_RAY_TMP"]) == []
+
+
+def test_the_dashboard_port_is_never_one_of_rays_own_default_ports(monkeypatch: pytest.MonkeyPatch) -> None:
+    """CI once failed at ray.init: the OS handed out 52365 for the dashboard, the dashboard agent's fixed port."""
+    import socket
+
+    from ray._private import ray_constants
+
+    from bdirnet import runtime
+
+    assert {
+        ray_constants.DEFAULT_PORT,
+        ray_constants.DEFAULT_DASHBOARD_PORT,
+        ray_constants.DEFAULT_DASHBOARD_AGENT_LISTEN_PORT,
+    } <= runtime.RAY_DEFAULT_PORTS
+
+    handed_out = iter([ray_constants.DEFAULT_DASHBOARD_AGENT_LISTEN_PORT, 8265, 40123])
+
+    class Socket:
+        def __enter__(self) -> Socket:
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            return None
+
+        def bind(self, address: tuple[str, int]) -> None:
+            self.port = next(handed_out)
+
+        def getsockname(self) -> tuple[str, int]:
+            return ("127.0.0.1", self.port)
+
+    monkeypatch.setattr(socket, "socket", Socket)
+    assert runtime._free_port() == 40123
