@@ -25,6 +25,10 @@ class ConfigError(ValueError):
     """A params file or section that does not match its dataclass."""
 
 
+BLOCKS = ("residual", "nafnet")
+"""The block types :class:`ModelConfig` ``block`` may name (built by :func:`bdirnet.model.make_block`)."""
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     """Architecture of BDIRNet (``model`` section).
@@ -38,9 +42,12 @@ class ModelConfig:
         sair: statistical anti-interference reconstruction in every decoder level.
         global_residual: ``restored = blurred + D(E(blurred))``; off for BDIRNet (see DESIGN.md §1).
         arch: the registered architecture to build (:data:`bdirnet.model.ARCHITECTURES`).
+        block: the block every level is built of (:data:`BLOCKS`): ``residual`` (conv3x3-GELU-conv3x3) or
+            ``nafnet`` (NAFNet's LayerNorm, depthwise conv, SimpleGate and channel attention; Chen et al. 2022).
     """
 
     arch: str = "bdirnet"
+    block: str = "residual"
     width_channels: int = 16
     levels: int = 3
     encoder_blocks: int = 1
@@ -57,6 +64,8 @@ class ModelConfig:
             raise ConfigError(f"model.levels must be in 1..6, got {self.levels}")
         if self.encoder_blocks < 0 or self.decoder_blocks < 0:
             raise ConfigError("model.encoder_blocks and model.decoder_blocks must be >= 0")
+        if self.block not in BLOCKS:
+            raise ConfigError(f"model.block must be one of {list(BLOCKS)}, got {self.block!r}")
 
     @classmethod
     def transfer_baseline(cls, base: ModelConfig | None = None) -> ModelConfig:

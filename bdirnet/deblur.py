@@ -167,9 +167,9 @@ def restore(
         if on_tile is not None:
             on_tile(1, 1)
         return result
-    from bdirnet.model import SAID, SAIR, statistics_from
+    from bdirnet.model import IMAGE_STATISTICS_LAYERS, statistics_from
 
-    normalising = any(isinstance(module, (SAID, SAIR)) for module in network.modules())
+    normalising = any(isinstance(module, IMAGE_STATISTICS_LAYERS) for module in network.modules())
     if statistics == "image" and not normalising:
         raise ValueError("restore: statistics='image' needs a torch BDIRNet (its SAID/SAIR layers), not an export")
     if statistics == "tile" or not normalising:

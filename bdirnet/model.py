@@ -42,7 +42,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from bdirnet.config import ConfigError, ModelConfig
+from bdirnet.config import BLOCKS, ConfigError, ModelConfig
 
 ModuleT = TypeVar("ModuleT", bound=type[nn.Module])
 
@@ -134,6 +134,66 @@ class ResidualBlock(nn.Module):
         return x + self.conv2(self.act(self.conv1(x)))
 
 
+class LayerNorm2d(nn.Module):
+    """LayerNorm over the channels of every pixel (NAFNet's), with a per-channel affine."""
+
+    def __init__(self, channels: int, eps: float = 1e-6) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(1, channels, 1, 1))
+        self.bias = nn.Parameter(torch.zeros(1, channels, 1, 1))
+        self.eps = eps
+
+    def forward(self, x: Tensor) -> Tensor:
+        mean = x.mean(dim=1, keepdim=True)
+        variance = (x - mean).pow(2).mean(dim=1, keepdim=True)
+        return (x - mean) / (variance + self.eps).sqrt() * self.weight + self.bias
+
+
+class NAFBlock(nn.Module):
+    """NAFNet's block (Chen et al., "Simple Baselines for Image Restoration", ECCV 2022) at constant width.
+
+    ``y = x + beta * conv1x1(SCA(SG(dwconv3x3(conv1x1(LN(x))))))``, then ``y + gamma * conv1x1(SG(conv1x1(LN(y))))``:
+    SimpleGate ``SG`` multiplies the two halves of the channels instead of an activation; simplified channel
+    attention ``SCA`` scales each channel by a 1×1 conv of its spatial mean. ``beta`` and ``gamma`` start at zero,
+    so the block starts as the identity, like :class:`ResidualBlock`. The spatial mean is taken through
+    :func:`layer_stats`, so tiled inference gives each tile the whole image's (:func:`statistics_from`).
+    """
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        hidden = 2 * channels
+        self.norm1 = LayerNorm2d(channels)
+        self.expand = nn.Conv2d(channels, hidden, 1)
+        self.depthwise = nn.Conv2d(hidden, hidden, 3, padding=1, groups=hidden)
+        self.attention = nn.Conv2d(channels, channels, 1)
+        self.project = nn.Conv2d(channels, channels, 1)
+        self.norm2 = LayerNorm2d(channels)
+        self.ffn_expand = nn.Conv2d(channels, hidden, 1)
+        self.ffn_project = nn.Conv2d(channels, channels, 1)
+        self.beta = nn.Parameter(torch.zeros(1, channels, 1, 1))
+        self.gamma = nn.Parameter(torch.zeros(1, channels, 1, 1))
+
+    @staticmethod
+    def simple_gate(x: Tensor) -> Tensor:
+        first, second = x.chunk(2, dim=1)
+        return first * second
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = self.simple_gate(self.depthwise(self.expand(self.norm1(x))))
+        mean, _ = layer_stats(self, "attention", h)
+        y = x + self.beta * self.project(h * self.attention(mean))
+        return y + self.gamma * self.ffn_project(self.simple_gate(self.ffn_expand(self.norm2(y))))
+
+
+def make_block(kind: str, channels: int) -> nn.Module:
+    """One block of ``model.block``'s kind (:data:`bdirnet.config.BLOCKS`) at ``channels``; the identity at init."""
+    if kind == "residual":
+        return ResidualBlock(channels)
+    if kind == "nafnet":
+        return NAFBlock(channels)
+    raise ConfigError(f"model.block must be one of {list(BLOCKS)}, got {kind!r}")
+
+
 class SAID(nn.Module):
     """Statistical anti-interference distilling: strip blur-dependent feature statistics.
 
@@ -214,6 +274,11 @@ class SAIR(nn.Module):
         return self.mix(torch.cat([modulated, kept], dim=1))
 
 
+IMAGE_STATISTICS_LAYERS: tuple[type[nn.Module], ...] = (SAID, SAIR, NAFBlock)
+"""Layers that read per-image statistics through :func:`layer_stats`: tiled inference with ``statistics="image"``
+gathers theirs over the whole image."""
+
+
 @dataclass
 class Latents:
     """What DistillNet returns: skip features per level (finest first) and the bottleneck."""
@@ -245,7 +310,8 @@ class DistillNet(nn.Module):
         self.downsample = nn.ModuleList()
         for level in range(config.levels + 1):
             channels = width * 2**level
-            self.stages.append(nn.Sequential(*[ResidualBlock(channels) for _ in range(config.encoder_blocks)]))
+            blocks = [make_block(config.block, channels) for _ in range(config.encoder_blocks)]
+            self.stages.append(nn.Sequential(*blocks))
             self.distill.append(SAID(channels, enabled=config.said))
             if level < config.levels:
                 self.downsample.append(nn.Conv2d(channels, 2 * channels, 2, stride=2))
@@ -277,7 +343,8 @@ class RecNet(nn.Module):
             expand = nn.Conv2d(2 * channels, 4 * channels, 1, bias=False)
             zero_init(expand)
             self.upsample.append(nn.Sequential(expand, nn.PixelShuffle(2)))
-            self.stages.append(nn.Sequential(*[ResidualBlock(channels) for _ in range(config.decoder_blocks)]))
+            blocks = [make_block(config.block, channels) for _ in range(config.decoder_blocks)]
+            self.stages.append(nn.Sequential(*blocks))
             self.reinject.append(SAIR(channels, bottleneck_channels, enabled=config.sair))
         self.to_rgb = nn.Conv2d(width, 3, 3, padding=1)
         zero_init(self.to_rgb)

@@ -45,6 +45,13 @@ ATTEMPTS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     "bdirnet_levels4": ({"levels": 4}, {}),
     "bdirnet_width24": ({"width_channels": 24}, {}),
     "bdirnet_blocks2": ({"encoder_blocks": 2, "decoder_blocks": 2}, {}),
+    # NAFNet blocks (model.block): at width 16 half the parameters and FLOPs of the residual blocks, at 24 about equal
+    "bdirnet_naf": ({"block": "nafnet"}, {}),
+    "bdirnet_naf24": ({"block": "nafnet", "width_channels": 24}, {}),
+    "transfer_residual_naf24": (
+        {"block": "nafnet", "width_channels": 24, "said": False, "sair": False, "global_residual": True},
+        {"latent_weight": 0.0, "autoencode_weight": 0.0},
+    ),
     "transfer": ({"said": False, "sair": False}, {"latent_weight": 0.0, "autoencode_weight": 0.0}),
     "transfer_residual": (
         {"said": False, "sair": False, "global_residual": True},

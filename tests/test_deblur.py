@@ -181,6 +181,23 @@ def test_whole_image_statistics_make_tiles_match_untiled(network: BDIRNet) -> No
     assert abs(float(psnr(shared, image)[0]) - float(psnr(whole, image)[0])) < 0.05
 
 
+def test_whole_image_statistics_reach_nafnet_channel_attention() -> None:
+    """NAFNet blocks scale channels by their spatial mean (channel attention): with SAID/SAIR off they are the only
+    per-image statistics, and tiles given the whole image's match the whole-image restoration."""
+    torch.manual_seed(4)
+    network = BDIRNet(ModelConfig(width_channels=8, levels=2, block="nafnet", said=False, sair=False))
+    with torch.no_grad():
+        for parameter in network.parameters():
+            parameter.add_(0.1 * torch.randn_like(parameter))
+    network.eval()
+    image = torch.from_numpy(data.astronaut()[100:292, 50:301].copy()).permute(2, 0, 1)[None].float() / 255
+    whole = restore(network, image)
+    own = restore(network, image, tile=96, overlap=16, statistics="tile")
+    shared = restore(network, image, tile=96, overlap=16, statistics="image")
+    assert float(psnr(own, whole)[0]) < 45.0  # the tiles' own means change the result
+    assert float(psnr(shared, whole)[0]) > 60.0
+
+
 def test_no_seam_on_a_smooth_gradient(network: BDIRNet) -> None:
     """The largest horizontal step at tile borders is no larger than the largest step elsewhere."""
     ramp = torch.linspace(0.1, 0.9, 320)

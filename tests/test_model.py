@@ -28,11 +28,12 @@ TINY = ModelConfig(width_channels=8, levels=2)
 
 
 class TestBDIRNet:
+    @pytest.mark.parametrize("block", ["residual", "nafnet"])
     @pytest.mark.parametrize("shape", [(1, 3, 67, 91), (2, 3, 32, 48), (3, 3, 5, 7), (1, 3, 1, 1)])
-    def test_any_size_and_identity_at_initialisation(self, shape: tuple[int, int, int, int]) -> None:
+    def test_any_size_and_identity_at_initialisation(self, shape: tuple[int, int, int, int], block: str) -> None:
         """Any H×W comes back at its size; untrained, the network is the identity (pad, encode, decode, crop
-        lose nothing), which is where training starts from (README: identity initialisation)."""
-        model = BDIRNet(TINY).eval()
+        lose nothing), which is where training starts from (README: identity initialisation), with either block."""
+        model = BDIRNet(dataclasses.replace(TINY, block=block)).eval()
         image = torch.rand(shape)
         with torch.no_grad():
             restored = model(image)
@@ -247,3 +248,28 @@ def test_a_registered_architecture_trains_through_the_objective(tmp_path: Path) 
         ARCHITECTURES.pop("two_conv_test")
     with pytest.raises(ConfigError, match=r"model\.arch 'two_conv_test' is not a registered architecture"):
         build_model(ModelConfig(arch="two_conv_test"))
+
+
+def test_an_unknown_block_is_refused_by_name() -> None:
+    with pytest.raises(ConfigError, match=r"model.block must be one of \['residual', 'nafnet'\], got 'resnet'"):
+        ModelConfig(block="resnet")
+
+
+def test_nafnet_blocks_train_every_branch() -> None:
+    """A NAFNet-block BDIRNet starts as the identity with beta = gamma = 0 (and zero-initialised upsampling), so the
+    gradient reaches the deeper blocks' inner parameters only once the layers after them have moved; by the third
+    step every parameter of every block (attention, gate convs, norms) gets one, so no branch is dead."""
+    model = BDIRNet(dataclasses.replace(TINY, block="nafnet"))
+    module = TrainingModule(model, LossConfig())
+    optimizer, _ = build_optimizer(module, TrainConfig(lr=1e-2), 10)
+    generator = torch.Generator().manual_seed(0)
+    sharp = torch.rand(2, 3, 32, 32, generator=generator)
+    blurred = torch.nn.functional.avg_pool2d(sharp, 3, 1, 1)
+    for step in range(3):
+        train_step(module, optimizer, blurred, sharp, step, bf16=False, grad_clip_norm=1.0)
+    blocks = [m for m in model.modules() if type(m).__name__ == "NAFBlock"]
+    assert len(blocks) == 2 * TINY.levels + 1
+    for block in blocks:
+        assert float(block.beta.abs().sum()) > 0 and float(block.gamma.abs().sum()) > 0
+        for name, parameter in block.named_parameters():
+            assert parameter.grad is not None and float(parameter.grad.abs().sum()) > 0, name
