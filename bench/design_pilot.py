@@ -75,6 +75,28 @@ def load_val(root: Path, per_family: int) -> dict[str, tuple[torch.Tensor, torch
     return out  # type: ignore[return-value]
 
 
+def motion_lengths(root: Path, per_family: int) -> np.ndarray:
+    """The kernel length (px) of each motion val pair :func:`load_val` returns, in its order."""
+    rows = pq.read_table(root / "val", columns=["pair_id", "family", "params"]).to_pylist()
+    rows.sort(key=lambda row: row["pair_id"])
+    chosen = [row for row in rows if row["family"] == "motion"][:per_family]
+    return np.array([json.loads(row["params"])["kernel_px"] for row in chosen])
+
+
+MOTION_BUCKETS = ((7, 13), (15, 21), (23, 31))
+"""Motion kernel lengths (px) the pilot reports separately: does the network learn short streaks but not long?"""
+
+
+def motion_by_length(gains: list[float], lengths: np.ndarray) -> dict[str, float]:
+    """Mean motion gain (dB) per :data:`MOTION_BUCKETS` bucket of kernel length."""
+    out = {}
+    for low, high in MOTION_BUCKETS:
+        chosen = [g for g, n in zip(gains, lengths, strict=True) if low <= n <= high]
+        if chosen:
+            out[f"{low}-{high}px"] = float(np.mean(chosen))
+    return out
+
+
 def training_pairs(
     ingested: Path,
     patch: int,
@@ -96,9 +118,11 @@ def score(model: BDIRNet, val: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> 
     with torch.no_grad():
         for family, (sharp, blurred) in val.items():
             restored = torch.cat([model(blurred[i : i + 8]) for i in range(0, len(blurred), 8)])
+            each, blurred_each = psnr(restored, sharp), psnr(blurred, sharp)
             out[family] = {
-                "psnr": float(psnr(restored, sharp).mean()),
-                "blurred_psnr": float(psnr(blurred, sharp).mean()),
+                "psnr": float(each.mean()),
+                "blurred_psnr": float(blurred_each.mean()),
+                "gain_each": [round(float(g), 4) for g in each - blurred_each],
             }
     return out
 
@@ -188,6 +212,7 @@ def main() -> None:
         args.ingested, patch, base_train.seed, args.steps, args.batch, degrade_config, args.dead_leaves
     )
     val = load_val(args.pairs, args.val_per_family)
+    lengths = motion_lengths(args.pairs, args.val_per_family) if "motion" in val else None
     sizes = ", ".join(f"{f} {len(v[0])}" for f, v in val.items())
     print(f"{len(data[0])} fresh train pairs of {patch}² ({args.dead_leaves:.0%} dead leaves), val: {sizes}")
     print(f"{'attempt':<22} {'in-family':>9} {'held-out':>9} {'no blur':>9} {'s':>6}  "
@@ -196,6 +221,8 @@ def main() -> None:
         result = run_attempt(name, base_model, base_train, data, val, args.steps, args.batch)
         gains = summarise(result, degrade_config.held_out_families)
         result["gains"] = gains
+        if lengths is not None:
+            result["motion_by_length"] = motion_by_length(result["families"]["motion"]["gain_each"], lengths)
         args.out.parent.mkdir(parents=True, exist_ok=True)
         with args.out.open("a") as handle:
             handle.write(json.dumps(result) + "\n")
@@ -205,6 +232,9 @@ def main() -> None:
         print(f"{name:<22} {gains['in_family']:>+9.2f} {gains['held_out']:>+9.2f} {gains.get('no_blur', 0):>+9.2f} "
               f"{result['seconds']:>6.0f}  "
               f"{per_family}", flush=True)  # fmt: skip
+        if "motion_by_length" in result:
+            buckets = ", ".join(f"{k} {v:+.2f}" for k, v in result["motion_by_length"].items())
+            print(f"{'':<22} motion by kernel length: {buckets}", flush=True)
 
 
 if __name__ == "__main__":
