@@ -26,7 +26,7 @@ class ConfigError(ValueError):
 
 
 BLOCKS = ("residual", "nafnet")
-"""The block types :class:`ModelConfig` ``block`` may name (built by :func:`bdirnet.model.make_block`)."""
+"""The block types :class:`ModelConfig` ``block`` may name (their classes: :data:`bdirnet.model.BLOCK_TYPES`)."""
 
 
 @dataclass(frozen=True)

@@ -42,7 +42,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from bdirnet.config import BLOCKS, ConfigError, ModelConfig
+from bdirnet.config import ConfigError, ModelConfig
 
 ModuleT = TypeVar("ModuleT", bound=type[nn.Module])
 
@@ -185,13 +185,9 @@ class NAFBlock(nn.Module):
         return y + self.gamma * self.ffn_project(self.simple_gate(self.ffn_expand(self.norm2(y))))
 
 
-def make_block(kind: str, channels: int) -> nn.Module:
-    """One block of ``model.block``'s kind (:data:`bdirnet.config.BLOCKS`) at ``channels``; the identity at init."""
-    if kind == "residual":
-        return ResidualBlock(channels)
-    if kind == "nafnet":
-        return NAFBlock(channels)
-    raise ConfigError(f"model.block must be one of {list(BLOCKS)}, got {kind!r}")
+BLOCK_TYPES: dict[str, type[ResidualBlock] | type[NAFBlock]] = {"residual": ResidualBlock, "nafnet": NAFBlock}
+"""The class of each ``model.block`` name (:data:`bdirnet.config.BLOCKS`, which validates it); each starts as the
+identity."""
 
 
 class SAID(nn.Module):
@@ -310,7 +306,7 @@ class DistillNet(nn.Module):
         self.downsample = nn.ModuleList()
         for level in range(config.levels + 1):
             channels = width * 2**level
-            blocks = [make_block(config.block, channels) for _ in range(config.encoder_blocks)]
+            blocks = [BLOCK_TYPES[config.block](channels) for _ in range(config.encoder_blocks)]
             self.stages.append(nn.Sequential(*blocks))
             self.distill.append(SAID(channels, enabled=config.said))
             if level < config.levels:
@@ -343,7 +339,7 @@ class RecNet(nn.Module):
             expand = nn.Conv2d(2 * channels, 4 * channels, 1, bias=False)
             zero_init(expand)
             self.upsample.append(nn.Sequential(expand, nn.PixelShuffle(2)))
-            blocks = [make_block(config.block, channels) for _ in range(config.decoder_blocks)]
+            blocks = [BLOCK_TYPES[config.block](channels) for _ in range(config.decoder_blocks)]
             self.stages.append(nn.Sequential(*blocks))
             self.reinject.append(SAIR(channels, bottleneck_channels, enabled=config.sair))
         self.to_rgb = nn.Conv2d(width, 3, 3, padding=1)

@@ -7,14 +7,16 @@ import pytest
 import torch
 
 from bdirnet import BDIRNet, ModelConfig
-from bdirnet.config import ConfigError, LossConfig, TrainConfig
+from bdirnet.config import BLOCKS, ConfigError, LossConfig, TrainConfig
 from bdirnet.engine import build_optimizer, train_step
 from bdirnet.losses import BDIRNetObjective, TrainingModule, charbonnier
 from bdirnet.model import (
     ARCHITECTURES,
+    BLOCK_TYPES,
     SAID,
     SAIR,
     Latents,
+    NAFBlock,
     TrainOutputs,
     build_model,
     count_parameters,
@@ -250,6 +252,10 @@ def test_a_registered_architecture_trains_through_the_objective(tmp_path: Path) 
         build_model(ModelConfig(arch="two_conv_test"))
 
 
+def test_every_block_name_has_a_class() -> None:
+    assert tuple(BLOCK_TYPES) == BLOCKS
+
+
 def test_an_unknown_block_is_refused_by_name() -> None:
     with pytest.raises(ConfigError, match=r"model.block must be one of \['residual', 'nafnet'\], got 'resnet'"):
         ModelConfig(block="resnet")
@@ -267,7 +273,7 @@ def test_nafnet_blocks_train_every_branch() -> None:
     blurred = torch.nn.functional.avg_pool2d(sharp, 3, 1, 1)
     for step in range(3):
         train_step(module, optimizer, blurred, sharp, step, bf16=False, grad_clip_norm=1.0)
-    blocks = [m for m in model.modules() if type(m).__name__ == "NAFBlock"]
+    blocks = [m for m in model.modules() if isinstance(m, NAFBlock)]
     assert len(blocks) == 2 * TINY.levels + 1
     for block in blocks:
         assert float(block.beta.abs().sum()) > 0 and float(block.gamma.abs().sum()) > 0
