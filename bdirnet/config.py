@@ -11,6 +11,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from collections.abc import Mapping
@@ -124,6 +125,9 @@ class DegradeConfig:
     noise_sigma_max: float = 0.01
     jpeg_quality_min: int = 0
     none_share: float = 0.25  # share of training pairs that are the sharp crop plus noise only ("no blur: leave it")
+    # How often each of ``train_families`` is drawn for a blurred training pair, relative to the others (same order);
+    # empty: all equally often.
+    train_family_weights: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
         from bdirnet.degrade import FAMILIES
@@ -133,6 +137,21 @@ class DegradeConfig:
                 raise ConfigError(f"degrade: unknown blur family {name!r}; expected one of {FAMILIES}")
         if not self.train_families:
             raise ConfigError("degrade.train_families must name at least one family")
+        repeated = sorted({name for name in self.train_families if self.train_families.count(name) > 1})
+        if repeated:
+            raise ConfigError(
+                f"degrade.train_families repeats {repeated}; draw a family more often with degrade.train_family_weights"
+            )
+        if self.train_family_weights:
+            if len(self.train_family_weights) != len(self.train_families):
+                raise ConfigError(
+                    f"degrade.train_family_weights has {len(self.train_family_weights)} entries for "
+                    f"{len(self.train_families)} train_families {list(self.train_families)}; give one per family or []"
+                )
+            if not all(math.isfinite(w) and w > 0 for w in self.train_family_weights):
+                raise ConfigError(
+                    f"degrade.train_family_weights must all be finite and > 0, got {list(self.train_family_weights)}"
+                )
         overlap = set(self.train_families) & set(self.held_out_families)
         if overlap:
             raise ConfigError(f"degrade: families both trained on and held out: {sorted(overlap)}")

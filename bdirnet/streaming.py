@@ -3,8 +3,9 @@
 A fixed set of materialised pairs overfits (reports/history.md: 10 epochs over 2,304 fixed pairs made the foils
 worse on val). Here every training pair is drawn anew from its row identity ``(train.seed, epoch, index)``: which
 train photo, where the ``pairs.patch_px`` crop sits, which family (``none`` with ``degrade.none_share``, else one
-of ``degrade.train_families``) and the blur seed. No epoch repeats a pair, and everything stays reproducible from
-seeds: :func:`draw_row` rebuilds any pair's recipe without running the stream.
+of ``degrade.train_families``, weighted by ``degrade.train_family_weights``) and the blur seed. No epoch repeats a
+pair, and everything stays reproducible from seeds: :func:`draw_row` rebuilds any pair's recipe without running
+the stream.
 
 The stream is one Ray dataset over all remaining epochs (``ray.data.range``), mapped by :class:`TrainPairMaker`
 actors that keep the decoded photos and blur whole batches with the zoo on their device. Rows come out as uint8
@@ -66,6 +67,7 @@ class StreamPlan:
     paired_files: tuple[tuple[str, str], ...] = ()  # (blurred, sharp) of every real train pair, sorted
     paired_sizes: tuple[tuple[int, int], ...] = ()
     paired_families: tuple[str, ...] = ()  # each pair's dataset
+    train_family_weights: tuple[float, ...] = ()  # relative draw of each train family; empty: uniform
 
 
 PAIRED_FIELDS = ("paired_share", "paired_files", "paired_sizes", "paired_families")
@@ -149,18 +151,21 @@ def make_plan(
         paired_files=tuple((f"{PAIRED_FOLDER}/{r.blurred}", f"{PAIRED_FOLDER}/{r.sharp[0]}") for _, r in real),
         paired_sizes=tuple((r.height, r.width) for _, r in real),
         paired_families=tuple(d for d, _ in real),
+        train_family_weights=tuple(degrade.train_family_weights),
     )
 
 
 def plan_identity(plan: StreamPlan) -> dict[str, Any]:
     """What defines the stream's pairs, for the run's data hash: the plan but its folder; a plan without real pairs
-    gives the identity it had before real pairs existed (same run names)."""
+    or family weights gives the identity it had before they existed (same run names)."""
     from bdirnet.config import to_dict
 
     out = {k: v for k, v in to_dict(plan).items() if k != "ingested_dir"}
     if plan.paired_share == 0:
         for key in PAIRED_FIELDS:
             out.pop(key)
+    if not plan.train_family_weights:  # uniform, as before the weights existed
+        out.pop("train_family_weights")
     return out
 
 
@@ -174,7 +179,11 @@ def draw_row(plan: StreamPlan, row: int) -> RowRecipe:
     left = int(rng.integers(0, width - plan.patch_px + 1))
     if rng.random() < plan.none_share:
         family = "none"
-    else:
+    elif plan.train_family_weights:
+        cumulative = np.cumsum(plan.train_family_weights)
+        pick = int(np.searchsorted(cumulative, rng.random() * cumulative[-1], side="right"))
+        family = plan.train_families[min(pick, len(plan.train_families) - 1)]
+    else:  # uniform: the draw the rows had before the weights existed
         family = plan.train_families[int(rng.integers(len(plan.train_families)))]
     blur_seed = int(rng.integers(2**31 - 1))
     # Drawn last, and only with a share: the rows of a plan without dead leaves stay as they were.

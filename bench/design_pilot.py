@@ -44,6 +44,7 @@ ATTEMPTS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     # capacity / receptive field, for motion blur (7-31 px), which the default does not learn (issue 10)
     "bdirnet_levels4": ({"levels": 4}, {}),
     "bdirnet_width24": ({"width_channels": 24}, {}),
+    "bdirnet_width32": ({"width_channels": 32}, {}),
     "bdirnet_blocks2": ({"encoder_blocks": 2, "decoder_blocks": 2}, {}),
     # NAFNet blocks (model.block): at width 16 half the parameters and FLOPs of the residual blocks, at 24 about equal
     "bdirnet_naf": ({"block": "nafnet"}, {}),

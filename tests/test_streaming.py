@@ -15,7 +15,15 @@ from bdirnet.config import DegradeConfig
 from bdirnet.datasets import read_manifest
 from bdirnet.degrade import apply_degradation, sample_params
 from bdirnet.images import decode_png, to_tensor, to_uint8
-from bdirnet.streaming import StreamPlan, TrainPairMaker, draw_row, make_plan, read_photos, training_stream
+from bdirnet.streaming import (
+    StreamPlan,
+    TrainPairMaker,
+    draw_row,
+    make_plan,
+    plan_identity,
+    read_photos,
+    training_stream,
+)
 
 DEGRADE = DegradeConfig(none_share=0.2, noise_sigma_max=0.01)
 
@@ -54,6 +62,21 @@ def test_family_mix_follows_the_none_share(plan: StreamPlan) -> None:
     assert abs(counts["none"] / 4000 - DEGRADE.none_share) < 0.03
     no_none = dataclasses.replace(plan, none_share=0.0)
     assert "none" not in {draw_row(no_none, i).family for i in range(500)}
+
+
+def test_family_weights_set_how_often_each_family_is_drawn(ingested: Path, plan: StreamPlan) -> None:
+    weighted = make_plan(
+        read_manifest(ingested), ingested, 32, seed=3, samples_per_epoch=40,
+        degrade=dataclasses.replace(DEGRADE, train_family_weights=(3.0, 1.0)),
+    )  # fmt: skip
+    rows = [draw_row(weighted, i) for i in range(8000)]
+    blurred = collections.Counter(r.family for r in rows if r.family != "none")
+    assert set(blurred) == {"motion", "gaussian"}
+    assert abs(blurred["motion"] / blurred.total() - 0.75) < 0.02
+    assert abs((blurred.total() / 8000) - (1 - DEGRADE.none_share)) < 0.02, "the none share must not move"
+    # Weighted plans are other streams (another run name); a plan without weights keeps its identity and rows.
+    assert "train_family_weights" not in plan_identity(plan)
+    assert plan_identity(weighted)["train_family_weights"] == [3.0, 1.0]
 
 
 def test_maker_output_is_rebuilt_from_the_recipe(ingested: Path, plan: StreamPlan) -> None:
