@@ -86,8 +86,9 @@ class LossConfig:
     """Weights and form of the training objective (``train.loss``).
 
     ``L = Charbonnier(D(E(b)), s) + autoencode_weight * Charbonnier(D(E(s)), s)
-    + warmup * latent_weight * L_lat + fft_weight * FFT-L1``. ``L_lat`` (``ema_cosine``) compares the levels
-    ``latent_min_level .. levels`` (0 = the full-resolution skip, ``levels`` = the bottleneck only).
+    + warmup * latent_weight * L_lat + fft_weight * FFT-L1 + multiscale_weight * L_ms``. ``L_lat``
+    (``ema_cosine``) compares the levels ``latent_min_level .. levels`` (0 = the full-resolution skip, ``levels`` =
+    the bottleneck only). ``L_ms`` supervises the decoder at each coarser scale (bdirnet.losses).
     """
 
     autoencode_weight: float = 0.0
@@ -98,10 +99,11 @@ class LossConfig:
     ema_momentum: float = 0.99
     infonce_temperature: float = 0.1
     fft_weight: float = 0.0
+    multiscale_weight: float = 0.0
     charbonnier_eps: float = 1e-3
 
     def __post_init__(self) -> None:
-        for name in ("autoencode_weight", "latent_weight", "fft_weight"):
+        for name in ("autoencode_weight", "latent_weight", "fft_weight", "multiscale_weight"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"train.loss.{name} must be >= 0, got {getattr(self, name)}")
         if not 0.0 <= self.ema_momentum < 1.0:

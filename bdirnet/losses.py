@@ -1,7 +1,12 @@
-"""The training objective: Charbonnier reconstruction, latent comparison, InfoNCE, FFT-L1.
+"""The training objective: Charbonnier reconstruction, latent comparison, InfoNCE, FFT-L1, multi-scale.
 
 ``L = Charbonnier(D(E(b)), s) + autoencode_weight * Charbonnier(D(E(s)), s)
-+ warmup(step) * latent_weight * L_lat + fft_weight * |FFT(D(E(b))) - FFT(s)|``
++ warmup(step) * latent_weight * L_lat + fft_weight * |FFT(D(E(b))) - FFT(s)| + multiscale_weight * L_ms``
+
+``L_ms`` (deep supervision, as MIMO-UNet's multi-scale loss): at each coarser decoder level k (side / 2^k), a 3×3
+head turns the features into a correction of the k-times average-pooled blurred image, compared with the pooled
+sharp image by Charbonnier; the mean over levels. A 31 px motion streak is 8 px at a quarter of the side, so the
+coarse levels get a direct signal for what they must undo. The heads are training-only, like the latent heads.
 
 Latent comparison ("information comparison in latent space", DESIGN.md §1) in a form that can neither
 collapse nor explode: the target is an EMA copy of the encoder applied to the sharp image (no gradient),
@@ -26,7 +31,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from bdirnet.config import LossConfig
-from bdirnet.model import LatentNetwork, Latents, TrainOutputs, zero_init
+from bdirnet.model import LatentNetwork, Latents, MultiScaleNetwork, TrainOutputs, zero_init
 
 
 def _float(x: Tensor) -> Tensor:
@@ -52,6 +57,26 @@ def fft_l1(restored: Tensor, sharp: Tensor) -> Tensor:
         raise ValueError(f"fft_l1: restored {tuple(restored.shape)} and sharp {tuple(sharp.shape)} differ")
     diff = torch.fft.rfft2(_float(restored), norm="ortho") - torch.fft.rfft2(_float(sharp), norm="ortho")
     return torch.view_as_real(diff).abs().mean()
+
+
+def multiscale_loss(
+    heads: nn.ModuleList, features: list[Tensor], blurred: Tensor, sharp: Tensor, eps: float = 1e-3
+) -> Tensor:
+    """Mean over the coarser decoder levels of ``Charbonnier(head(f) + pool(b), pool(s))``.
+
+    ``features`` are coarsest first, each twice the side of the one before, the finest at half the image's side;
+    ``pool`` is average pooling to each level's side.
+    """
+    if len(heads) != len(features) or not features:
+        raise ValueError(f"multiscale_loss: {len(heads)} heads for {len(features)} decoder levels")
+    total = _float(sharp).new_zeros(())
+    for head, level in zip(heads, features, strict=True):
+        factor = sharp.shape[-1] // level.shape[-1]
+        if factor < 2 or level.shape[-2:] != (sharp.shape[-2] // factor, sharp.shape[-1] // factor):
+            raise ValueError(f"multiscale_loss: level {tuple(level.shape)} is no coarser scale of {tuple(sharp.shape)}")
+        predicted = _float(head(level)) + F.avg_pool2d(_float(blurred), factor)
+        total = total + charbonnier(predicted, F.avg_pool2d(_float(sharp), factor), eps)
+    return total / len(features)
 
 
 def latent_cosine_loss(predicted: list[Tensor], target: list[Tensor]) -> Tensor:
@@ -116,7 +141,7 @@ def total_loss(terms: dict[str, Tensor], config: LossConfig, step: int) -> LossR
     """Combine loss terms by the config's weights.
 
     Args:
-        terms: ``restore`` (required), and ``autoencode``, ``latent``, ``fft`` where computed.
+        terms: ``restore`` (required), and ``autoencode``, ``latent``, ``fft``, ``multiscale`` where computed.
         config: the weights.
         step: the optimiser step, for the latent warm-up.
     """
@@ -125,6 +150,7 @@ def total_loss(terms: dict[str, Tensor], config: LossConfig, step: int) -> LossR
         "autoencode": config.autoencode_weight,
         "latent": config.latent_weight * latent_warmup(step, config.latent_warmup_steps),
         "fft": config.fft_weight,
+        "multiscale": config.multiscale_weight,
     }
     unknown = set(terms) - set(weights)
     if unknown or "restore" not in terms:
@@ -182,6 +208,16 @@ class BDIRNetObjective(nn.Module):
         if self.uses_infonce:
             code = level_channels[-1]
             self.projection = nn.Sequential(nn.Linear(code, code), nn.GELU(), nn.Linear(code, min(code, 128)))
+        if config.multiscale_weight > 0:
+            if not isinstance(model, MultiScaleNetwork) or not model.coarse_channels():
+                raise ValueError(
+                    f"train.loss.multiscale_weight > 0 needs a network with coarser decoder levels; "
+                    f"{type(model).__name__} (levels {model.config.levels}) has none"
+                )
+            heads = [nn.Conv2d(c, 3, 3, padding=1) for c in model.coarse_channels()]
+            for head in heads:
+                zero_init(head)  # start at the pooled blurred image
+            self.coarse_heads = nn.ModuleList(heads)
 
     @property
     def needs_sharp_branch(self) -> bool:
@@ -218,7 +254,8 @@ class BDIRNetObjective(nn.Module):
             return infonce_loss(query, key, self.config.infonce_temperature)
         return None
 
-    def forward(self, outputs: TrainOutputs, sharp: Tensor, step: int) -> LossResult:
+    def forward(self, outputs: TrainOutputs, sharp: Tensor, step: int, blurred: Tensor | None = None) -> LossResult:
+        """The loss of one batch; ``blurred`` (the network's input) is needed by the multi-scale term only."""
         eps = self.config.charbonnier_eps
         terms = {"restore": charbonnier(outputs.restored_from_blurred, sharp, eps)}
         if self.config.autoencode_weight > 0:
@@ -230,6 +267,10 @@ class BDIRNetObjective(nn.Module):
             terms["latent"] = latent
         if self.config.fft_weight > 0:
             terms["fft"] = fft_l1(outputs.restored_from_blurred, sharp)
+        if self.config.multiscale_weight > 0:
+            if blurred is None:
+                raise ValueError("multiscale_weight > 0 needs the blurred batch: pass it to the objective")
+            terms["multiscale"] = multiscale_loss(self.coarse_heads, outputs.coarse_features, blurred, sharp, eps)
         result = total_loss(terms, self.config, step)
         result.parts["feature_rms_blurred"] = float(feature_rms(outputs.latents_blurred))
         return result
@@ -253,7 +294,7 @@ class TrainingModule(nn.Module):
     def forward(self, blurred: Tensor, sharp: Tensor, step: int) -> LossResult:
         network: LatentNetwork = self.network  # type: ignore[assignment]
         outputs = network.forward_train(blurred, sharp if self.objective.needs_sharp_branch else None)
-        result: LossResult = self.objective(outputs, sharp, step)
+        result: LossResult = self.objective(outputs, sharp, step, blurred)
         return result
 
     def update_target(self) -> None:

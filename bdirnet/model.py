@@ -35,7 +35,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol, TypeVar, runtime_checkable
 
 import torch
@@ -354,13 +354,19 @@ class RecNet(nn.Module):
                 for rgb in range(3):
                     self.to_rgb.weight[rgb, width // 2 + rgb, 1, 1] = 1.0
 
-    def forward(self, latents: Latents) -> Tensor:
+    def features(self, latents: Latents) -> list[Tensor]:
+        """The features after each decoder level, coarsest first; the last is at full resolution."""
         x = latents.bottleneck
+        levels: list[Tensor] = []
         for upsample, stage, reinject, skip in zip(
             self.upsample, self.stages, self.reinject, reversed(latents.skips), strict=True
         ):
             x = reinject(stage(upsample(x) + skip), latents.bottleneck)
-        output: Tensor = self.to_rgb(x)
+            levels.append(x)
+        return levels
+
+    def forward(self, latents: Latents) -> Tensor:
+        output: Tensor = self.to_rgb(self.features(latents)[-1])
         return output
 
 
@@ -372,6 +378,9 @@ class TrainOutputs:
     restored_from_sharp: Tensor | None
     latents_blurred: Latents
     latents_sharp: Latents | None
+    # The blurred branch's decoder features at each coarser scale (coarsest first; each level halves the side),
+    # for the multi-scale loss; empty when the network has none.
+    coarse_features: list[Tensor] = field(default_factory=list)
 
 
 @runtime_checkable
@@ -387,6 +396,13 @@ class LatentNetwork(Protocol):
     def forward_train(self, blurred: Tensor, sharp: Tensor | None) -> TrainOutputs: ...
 
     def latent_channels(self) -> list[int]: ...
+
+
+@runtime_checkable
+class MultiScaleNetwork(Protocol):
+    """A network whose ``forward_train`` fills :attr:`TrainOutputs.coarse_features` (the multi-scale loss)."""
+
+    def coarse_channels(self) -> list[int]: ...
 
 
 @register_architecture("bdirnet")
@@ -425,12 +441,17 @@ class BDIRNet(nn.Module):
 
     def decode(self, latents: Latents, blurred: Tensor | None = None) -> Tensor:
         """D(latents), plus ``blurred`` when the global residual is on (unclamped)."""
-        restored = self.decoder(latents)
+        return self._decode_levels(latents, blurred)[0]
+
+    def _decode_levels(self, latents: Latents, blurred: Tensor | None) -> tuple[Tensor, list[Tensor]]:
+        """:meth:`decode` and the decoder's coarser-scale features (coarsest first)."""
+        levels = self.decoder.features(latents)
+        restored: Tensor = self.decoder.to_rgb(levels[-1])
         if self.config.global_residual:
             if blurred is None:
                 raise ValueError("decode: global_residual needs the blurred input")
             restored = restored + blurred
-        return restored
+        return restored, levels[:-1]
 
     def restore(self, blurred: Tensor) -> Tensor:
         """Unclamped restoration at any H×W (pads, restores, crops back); differentiable."""
@@ -447,6 +468,11 @@ class BDIRNet(nn.Module):
         width = self.config.width_channels
         return [width * 2**level for level in range(self.config.levels + 1)]
 
+    def coarse_channels(self) -> list[int]:
+        """Channels of each of :attr:`TrainOutputs.coarse_features` (coarsest first)."""
+        width = self.config.width_channels
+        return [width * 2**level for level in reversed(range(1, self.config.levels))]
+
     def forward_train(self, blurred: Tensor, sharp: Tensor | None) -> TrainOutputs:
         """Both branches for the objective: D(E(b)), D(E(s)) and the latents of both.
 
@@ -460,18 +486,19 @@ class BDIRNet(nn.Module):
             )
         if sharp is None:
             latents_blurred = self.encode(blurred)
-            return TrainOutputs(self.decode(latents_blurred, blurred), None, latents_blurred, None)
+            restored, coarse = self._decode_levels(latents_blurred, blurred)
+            return TrainOutputs(restored, None, latents_blurred, None, coarse)
         if sharp.shape != blurred.shape:
             raise ValueError(f"forward_train: sharp {tuple(sharp.shape)} and blurred {tuple(blurred.shape)} differ")
         # One pass over the stacked batch: every normalisation in E and D is per sample, so this equals two
         # separate passes and runs faster.
         both = torch.cat([blurred, sharp])
         latents = self.encode(both)
-        restored = self.decode(latents, both)
+        restored, coarse = self._decode_levels(latents, both)
         n = blurred.shape[0]
         latents_blurred = Latents([f[:n] for f in latents.skips], latents.bottleneck[:n])
         latents_sharp = Latents([f[n:] for f in latents.skips], latents.bottleneck[n:])
-        return TrainOutputs(restored[:n], restored[n:], latents_blurred, latents_sharp)
+        return TrainOutputs(restored[:n], restored[n:], latents_blurred, latents_sharp, [f[:n] for f in coarse])
 
 
 def _check_images(images: Tensor, where: str) -> None:

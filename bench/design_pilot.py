@@ -40,6 +40,8 @@ ATTEMPTS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     "bdirnet_latent_0.5": ({}, {"latent_weight": 0.5}),
     "bdirnet_infonce": ({}, {"latent_loss": "infonce"}),
     "bdirnet_fft_0.05": ({}, {"fft_weight": 0.05}),
+    "bdirnet_multiscale_0.5": ({}, {"multiscale_weight": 0.5}),
+    "bdirnet_multiscale_1": ({}, {"multiscale_weight": 1.0}),
     "bdirnet_no_autoencode": ({}, {"autoencode_weight": 0.0}),
     # capacity / receptive field, for motion blur (7-31 px), which the default does not learn (issue 10)
     "bdirnet_levels4": ({"levels": 4}, {}),
@@ -57,6 +59,10 @@ ATTEMPTS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     "transfer_residual": (
         {"said": False, "sair": False, "global_residual": True},
         {"latent_weight": 0.0, "autoencode_weight": 0.0},
+    ),
+    "transfer_residual_multiscale_0.5": (
+        {"said": False, "sair": False, "global_residual": True},
+        {"latent_weight": 0.0, "autoencode_weight": 0.0, "multiscale_weight": 0.5},
     ),
 }
 

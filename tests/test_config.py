@@ -68,6 +68,7 @@ class TestLoadParams:
                             "noise_sigma_max": 0.0,
                             "jpeg_quality_min": 0,
                             "none_share": 0.0,
+                            "train_family_weights": [],
                         }
                     },
                 ),

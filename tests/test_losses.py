@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from bdirnet import BDIRNet, ModelConfig
 from bdirnet.config import LossConfig
@@ -12,6 +13,7 @@ from bdirnet.losses import (
     infonce_loss,
     latent_cosine_loss,
     latent_warmup,
+    multiscale_loss,
     total_loss,
 )
 
@@ -99,3 +101,44 @@ def test_transfer_objective_needs_no_sharp_branch() -> None:
     objective = BDIRNetObjective(model, LossConfig(autoencode_weight=0.0, latent_weight=0.0))
     assert not objective.needs_sharp_branch and objective.target_encoder is None
     assert sum(p.numel() for p in objective.parameters()) == 0
+
+
+class TestMultiScale:
+    """Deep supervision of the coarser decoder levels (``train.loss.multiscale_weight``)."""
+
+    def test_gradcheck(self) -> None:
+        heads = torch.nn.ModuleList([torch.nn.Conv2d(4, 3, 3, padding=1)]).double()
+        assert torch.autograd.gradcheck(
+            lambda f, b, s: multiscale_loss(heads, [f], b, s), (f64(1, 4, 2, 2), f64(1, 3, 4, 4), f64(1, 3, 4, 4))
+        )
+
+    def test_starts_at_the_pooled_blurred_image_and_trains_every_head(self) -> None:
+        config = ModelConfig(width_channels=8, levels=3)
+        torch.manual_seed(0)
+        model = BDIRNet(config)
+        objective = BDIRNetObjective(model, LossConfig(latent_weight=0.0, multiscale_weight=0.5))
+        blurred, sharp = torch.rand(2, 3, 32, 32), torch.rand(2, 3, 32, 32)
+        outputs = model.forward_train(blurred, None)
+        assert [tuple(f.shape) for f in outputs.coarse_features] == [(2, 32, 8, 8), (2, 16, 16, 16)]
+        assert model.coarse_channels() == [32, 16]
+        result = objective(outputs, sharp, 0, blurred)
+        # Zero heads: each level predicts the blurred image pooled to its side, against the sharp one pooled alike.
+        expected = torch.stack([charbonnier(F.avg_pool2d(blurred, k), F.avg_pool2d(sharp, k)) for k in (4, 2)]).mean()
+        assert result.parts["loss_multiscale"] == pytest.approx(float(expected), rel=1e-5)
+        assert float(result.total) == pytest.approx(result.parts["loss_restore"] + 0.5 * float(expected), rel=1e-5)
+        result.total.backward()
+        for head in objective.coarse_heads:
+            assert head.weight.grad is not None and head.weight.grad.abs().sum() > 0
+
+    def test_off_by_default_adds_no_parameters(self) -> None:
+        objective = BDIRNetObjective(BDIRNet(TINY), LossConfig())
+        assert not hasattr(objective, "coarse_heads")
+        assert not any("coarse" in name for name in objective.state_dict())
+
+    def test_refused_without_coarser_levels(self) -> None:
+        with pytest.raises(ValueError, match=r"multiscale_weight > 0 needs a network with coarser decoder levels"):
+            BDIRNetObjective(BDIRNet(ModelConfig(width_channels=8, levels=1)), LossConfig(multiscale_weight=0.5))
+        objective = BDIRNetObjective(BDIRNet(TINY), LossConfig(multiscale_weight=0.5))
+        outputs = BDIRNet(TINY).forward_train(torch.rand(1, 3, 16, 16), None)
+        with pytest.raises(ValueError, match="needs the blurred batch"):
+            objective(outputs, torch.rand(1, 3, 16, 16), 0)
