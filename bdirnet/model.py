@@ -354,19 +354,21 @@ class RecNet(nn.Module):
                 for rgb in range(3):
                     self.to_rgb.weight[rgb, width // 2 + rgb, 1, 1] = 1.0
 
-    def features(self, latents: Latents) -> list[Tensor]:
-        """The features after each decoder level, coarsest first; the last is at full resolution."""
+    def features(self, latents: Latents, keep_coarse: bool = True) -> tuple[Tensor, list[Tensor]]:
+        """The full-resolution features and, with ``keep_coarse``, those after each coarser level (coarsest first);
+        inference passes ``False`` so that no coarse map outlives its level (tiled 12 MP photos)."""
         x = latents.bottleneck
-        levels: list[Tensor] = []
+        coarse: list[Tensor] = []
         for upsample, stage, reinject, skip in zip(
             self.upsample, self.stages, self.reinject, reversed(latents.skips), strict=True
         ):
+            if keep_coarse and x is not latents.bottleneck:
+                coarse.append(x)
             x = reinject(stage(upsample(x) + skip), latents.bottleneck)
-            levels.append(x)
-        return levels
+        return x, coarse
 
     def forward(self, latents: Latents) -> Tensor:
-        output: Tensor = self.to_rgb(self.features(latents)[-1])
+        output: Tensor = self.to_rgb(self.features(latents, keep_coarse=False)[0])
         return output
 
 
@@ -441,17 +443,19 @@ class BDIRNet(nn.Module):
 
     def decode(self, latents: Latents, blurred: Tensor | None = None) -> Tensor:
         """D(latents), plus ``blurred`` when the global residual is on (unclamped)."""
-        return self._decode_levels(latents, blurred)[0]
+        return self._decode_levels(latents, blurred, keep_coarse=False)[0]
 
-    def _decode_levels(self, latents: Latents, blurred: Tensor | None) -> tuple[Tensor, list[Tensor]]:
-        """:meth:`decode` and the decoder's coarser-scale features (coarsest first)."""
-        levels = self.decoder.features(latents)
-        restored: Tensor = self.decoder.to_rgb(levels[-1])
+    def _decode_levels(
+        self, latents: Latents, blurred: Tensor | None, keep_coarse: bool = True
+    ) -> tuple[Tensor, list[Tensor]]:
+        """:meth:`decode` and the decoder's coarser-scale features (coarsest first; empty without ``keep_coarse``)."""
+        full, coarse = self.decoder.features(latents, keep_coarse)
+        restored: Tensor = self.decoder.to_rgb(full)
         if self.config.global_residual:
             if blurred is None:
                 raise ValueError("decode: global_residual needs the blurred input")
             restored = restored + blurred
-        return restored, levels[:-1]
+        return restored, coarse
 
     def restore(self, blurred: Tensor) -> Tensor:
         """Unclamped restoration at any H×W (pads, restores, crops back); differentiable."""
