@@ -64,6 +64,10 @@ ATTEMPTS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
         {"said": False, "sair": False, "global_residual": True},
         {"latent_weight": 0.0, "autoencode_weight": 0.0, "multiscale_weight": 0.5},
     ),
+    "transfer_residual_multiscale_1": (
+        {"said": False, "sair": False, "global_residual": True},
+        {"latent_weight": 0.0, "autoencode_weight": 0.0, "multiscale_weight": 1.0},
+    ),
 }
 
 
