@@ -149,7 +149,11 @@ def run_attempt(
     val: dict[str, tuple[torch.Tensor, torch.Tensor]],
     steps: int,
     batch: int,
+    eval_every: int = 0,
+    held_out: tuple[str, ...] = (),
 ) -> dict[str, Any]:
+    """Train one attempt for ``steps`` steps and score it on val; with ``eval_every`` > 0 also every that many steps
+    (the val curve of this one run: its cosine schedule spans all ``steps``, so a point is not a shorter run)."""
     model_overrides, loss_overrides = ATTEMPTS[name]
     model_config = dataclasses.replace(base_model, **model_overrides)
     loss = dataclasses.replace(base_train.loss, **loss_overrides)
@@ -159,16 +163,25 @@ def run_attempt(
     module = TrainingModule(model, loss).to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     optimizer, scheduler = build_optimizer(module, train_config, steps)
     sharp_all, blurred_all = data
+    curve: list[dict[str, float]] = []
     started = time.perf_counter()
     for step in range(steps):
         index = slice(step * batch, (step + 1) * batch)
         sharp = to_float(sharp_all[index]).contiguous(memory_format=torch.channels_last)
         blurred = to_float(blurred_all[index]).contiguous(memory_format=torch.channels_last)
+        model.train()
         train_step(module, optimizer, blurred, sharp, step, bf16=True, grad_clip_norm=1.0)
         scheduler.step()
+        if eval_every and (step + 1) % eval_every == 0 and step + 1 < steps:
+            point = summarise({"families": score(model, val)}, held_out)
+            curve.append({"step": step + 1, **{k: round(v, 4) for k, v in point.items()}})
+            print(f"  {name} step {step + 1}: " + ", ".join(f"{k} {v:+.2f}" for k, v in point.items()), flush=True)
     seconds = time.perf_counter() - started
     families = score(model, val)
-    return {"attempt": name, "steps": steps, "batch": batch, "seconds": round(seconds, 1), "families": families}
+    result = {"attempt": name, "steps": steps, "batch": batch, "seconds": round(seconds, 1), "families": families}
+    if curve:
+        result["curve"] = curve
+    return result
 
 
 def summarise(result: dict[str, Any], held_out: tuple[str, ...]) -> dict[str, float]:
@@ -214,6 +227,7 @@ def main() -> None:
     parser.add_argument("--attempts", default=",".join(ATTEMPTS))
     parser.add_argument("--out", type=Path, default=Path("reports/design_pilot.jsonl"))
     parser.add_argument("--no-mlflow", action="store_true")
+    parser.add_argument("--eval-every", type=int, default=0, help="also score val every N steps (0: at the end only)")
     args = parser.parse_args()
     names = [n.strip() for n in args.attempts.split(",") if n.strip()]
     unknown = sorted(set(names) - set(ATTEMPTS))
@@ -232,7 +246,10 @@ def main() -> None:
     print(f"{'attempt':<22} {'in-family':>9} {'held-out':>9} {'no blur':>9} {'s':>6}  "
           + " ".join(f"{f:>10}" for f in val))  # fmt: skip
     for name in names:
-        result = run_attempt(name, base_model, base_train, data, val, args.steps, args.batch)
+        result = run_attempt(
+            name, base_model, base_train, data, val, args.steps, args.batch, args.eval_every,
+            degrade_config.held_out_families,
+        )  # fmt: skip
         gains = summarise(result, degrade_config.held_out_families)
         result["gains"] = gains
         if lengths is not None:
