@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -229,10 +230,14 @@ def test_none_is_no_mixture_component() -> None:
 
 
 # --------------------------------------------------------------------------------------------- frozen outputs
-# Digests of the parameter records and of the blurred uint8 bytes (as the pairs stage writes them), computed with
-# the per-sample kernel code before kernel synthesis was vectorised and ``none`` was added: a change of any family's
-# draws, kernels or application shows here. The image digests hold for this torch/CPU build (float32 convolution
-# results may differ in the last bit on another CPU or torch version; recompute them there with the old code).
+# The parameter records are frozen as digests (pure NumPy draws: the same bytes on every machine), computed with the
+# per-sample kernel code before kernel synthesis was vectorised and ``none`` was added: a change of any family's
+# draws shows here. The blurred images are frozen as uint8 references (tests/data/degrade_reference.npz, the centre
+# 32 px of each crop) and compared with a rounding tolerance: float32 convolutions and kornia's differentiable JPEG
+# round differently in the last bit on another CPU (seen: stop 15's machine moved 1 grey level in the
+# nonuniform+jpeg case, so a byte digest failed there). A change of kernels, draws or application moves most pixels
+# by grey levels (measured: another draw 4-9 levels on average, 88-94% of pixels; a 1 px shift 3-5 levels, 80%+),
+# a last-bit difference at most 1 level on a few pixels (measured with 1e-6 input noise: 1 level, <= 0.01%).
 RECORD_DIGESTS = {
     "motion": "ba89293ad08f55c0",
     "gaussian": "8537f421f205e8fb",
@@ -242,16 +247,11 @@ RECORD_DIGESTS = {
 }
 # Changed on purpose once: motion and shake kernels centred on their centre of mass (stop 11); the records above
 # did not change, so every pair is still rebuilt from its record.
-IMAGE_DIGESTS = {
-    "motion": "38d7f2defc7c3628",
-    "gaussian": "aaa8a3903d4eda28",
-    "shake": "2e39c30703d34d14",
-    "defocus": "db86579d1bb42f60",
-    "nonuniform": "b098054488aee572",
-    "motion+jpeg": "ef65259aeb275b10",
-    "nonuniform+jpeg": "7734d9568d98ae51",
-    "mixed": "e6298bff9dcc110d",
-}
+IMAGE_CASES = ("defocus", "gaussian", "mixed", "motion", "motion+jpeg", "nonuniform", "nonuniform+jpeg", "shake")
+REFERENCE = Path(__file__).parent / "data" / "degrade_reference.npz"
+WINDOW = (slice(None), slice(32, 64), slice(32, 64), slice(None))  # the centre 32 px of each 96 px crop, NHWC
+MAX_LEVELS_OFF = 1  # grey levels: last-bit float rounding on another CPU
+MAX_SHARE_OFF = 0.001  # of the window's values
 
 
 def digest(value: bytes) -> str:
@@ -276,8 +276,7 @@ def test_none_records_unchanged() -> None:
     assert digest(json.dumps(records, sort_keys=True).encode()) == "bff6dbcea6e7c490"
 
 
-@pytest.fixture(scope="module")
-def photo_crops() -> torch.Tensor:
+def make_photo_crops() -> torch.Tensor:
     """Six 96 px crops of three scikit-image photos, uint8 -> float as the pairs stage makes them."""
     crops = []
     for name, boxes in (
@@ -290,13 +289,39 @@ def photo_crops() -> torch.Tensor:
     return to_tensor(np.stack(crops))
 
 
-@pytest.mark.parametrize("case", sorted(IMAGE_DIGESTS))
-def test_blurred_bytes_unchanged(case: str, photo_crops: torch.Tensor) -> None:
+@pytest.fixture(scope="module")
+def photo_crops() -> torch.Tensor:
+    return make_photo_crops()
+
+
+def degraded_window(case: str, crops: torch.Tensor) -> np.ndarray:
+    """The pairs stage's uint8 output for one frozen case, the centre window of each crop."""
     if case == "mixed":
         families = ("nonuniform", "motion", "shake", "gaussian", "defocus", "nonuniform")
         records = [sample_params(family, 6, 13)[k] for k, family in enumerate(families)]
     else:
         family, _, jpeg = case.partition("+")
         records = sample_params(family, 6, 12 if jpeg else 11, jpeg_quality_min=30 if jpeg else 0)
-    blurred = to_uint8(apply_degradation(photo_crops, records))
-    assert digest(blurred.tobytes()) == IMAGE_DIGESTS[case]
+    return to_uint8(apply_degradation(crops, records))[WINDOW]
+
+
+@pytest.mark.parametrize("case", IMAGE_CASES)
+def test_blurred_images_unchanged(case: str, photo_crops: torch.Tensor) -> None:
+    with np.load(REFERENCE) as references:
+        expected = references[case]
+    got = degraded_window(case, photo_crops)
+    off = np.abs(got.astype(np.int16) - expected.astype(np.int16))
+    assert got.shape == expected.shape
+    assert off.max() <= MAX_LEVELS_OFF, f"{case}: a value moved {off.max()} grey levels (rounding moves at most 1)"
+    assert (off > 0).mean() <= MAX_SHARE_OFF, f"{case}: {(off > 0).mean():.2%} of the values moved"
+
+
+def write_reference() -> None:
+    """Rewrite tests/data/degrade_reference.npz from the current code (only after a change made on purpose)."""
+    crops = make_photo_crops()
+    REFERENCE.parent.mkdir(exist_ok=True)
+    np.savez_compressed(REFERENCE, **{case: degraded_window(case, crops) for case in IMAGE_CASES})
+
+
+if __name__ == "__main__":
+    write_reference()
