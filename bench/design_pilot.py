@@ -64,6 +64,12 @@ ATTEMPTS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
         {"said": False, "sair": False, "global_residual": True},
         {"latent_weight": 0.0, "autoencode_weight": 0.0, "multiscale_weight": 0.5},
     ),
+    # the foil's last convolution starts small and random instead of zero (PyTorch's default init x 0.1), so its
+    # decoder gets gradients from step 0 (zero: only the last layer does, until it has moved; stop 15)
+    "transfer_residual_rgb_init": (
+        {"said": False, "sair": False, "global_residual": True},
+        {"latent_weight": 0.0, "autoencode_weight": 0.0},
+    ),
     "transfer_residual_multiscale_1": (
         {"said": False, "sair": False, "global_residual": True},
         {"latent_weight": 0.0, "autoencode_weight": 0.0, "multiscale_weight": 1.0},
@@ -160,6 +166,11 @@ def run_attempt(
     train_config = dataclasses.replace(base_train, loss=loss, batch_size=batch)
     torch.manual_seed(base_train.seed)
     model = BDIRNet(model_config)
+    if name.endswith("_rgb_init"):
+        with torch.no_grad():
+            model.decoder.to_rgb.reset_parameters()
+            model.decoder.to_rgb.weight.mul_(0.1)
+            model.decoder.to_rgb.bias.zero_()
     module = TrainingModule(model, loss).to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     optimizer, scheduler = build_optimizer(module, train_config, steps)
     sharp_all, blurred_all = data
