@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from bdirnet.config import IngestConfig
-from bdirnet.images import BadImage, decode_image_file, encode_png
+from bdirnet.images import BadImage, decode_image_file, save_png
 from bdirnet.sources import METADATA_FILES
 from bdirnet.texture import (
     NEAR_DUPLICATE_BITS,
@@ -259,7 +259,7 @@ def ingest_folder(raw_dir: Path, out_dir: Path, rules: IngestConfig) -> IngestRe
             file_name = f"{file_name[:-4]}-{hashlib.sha256(name.encode()).hexdigest()[:8]}.png"
             notes.append("output name collided with another file's; hash suffix added")
         used_names.add(file_name)
-        (images_dir / file_name).write_bytes(encode_png(array))  # level 1: 4x faster than 6, 12% larger (stop 16)
+        save_png(array, images_dir / file_name)
         records.append(
             ImageRecord(
                 name=name,

@@ -50,7 +50,8 @@ def to_uint8(batch: torch.Tensor) -> np.ndarray:
 
 # --------------------------------------------------------------------------------------------- PNG bytes
 def encode_png(image: np.ndarray) -> bytes:
-    """Lossless PNG bytes of an ``(H, W, 3)`` uint8 array (fast compression; deterministic)."""
+    """Lossless PNG bytes of an ``(H, W, 3)`` uint8 array, deterministic. zlib level 1, the one PNG level of the
+    pipeline: ingest writes 324 photos in 35 s instead of 88 at Pillow's default 6, 9% larger (stop 16)."""
     buffer = io.BytesIO()
     Image.fromarray(image).save(buffer, format="PNG", compress_level=1)
     return buffer.getvalue()
@@ -81,10 +82,8 @@ def atomic_write(path: Path, data: bytes) -> None:
 
 
 def save_png(image: np.ndarray, path: Path) -> None:
-    """Write an ``(H, W, 3)`` uint8 array as PNG, atomically."""
-    buffer = io.BytesIO()
-    Image.fromarray(image).save(buffer, format="PNG")
-    atomic_write(path, buffer.getvalue())
+    """Write an ``(H, W, 3)`` uint8 array as PNG (:func:`encode_png`), atomically."""
+    atomic_write(path, encode_png(image))
 
 
 def read_png(path: Path) -> np.ndarray:

@@ -36,7 +36,7 @@ import numpy as np
 
 from bdirnet.config import IngestConfig
 from bdirnet.datasets import BadImage, load_rgb8
-from bdirnet.images import encode_png
+from bdirnet.images import save_png
 from bdirnet.texture import encode_tiles, texture_tiles
 
 __all__ = [
@@ -400,7 +400,7 @@ def _write_image(source: Path, array: np.ndarray, notes: list[str], target: Path
     if not notes and source.suffix.lower() == ".png":
         shutil.copyfile(source, target)
     else:
-        target.write_bytes(encode_png(array))
+        save_png(array, target)
 
 
 def _quarantine(files: list[Path], root: Path, quarantine_dir: Path) -> None:
